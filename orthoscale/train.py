@@ -1,0 +1,110 @@
+"""The training loop: a pure function of (problem, network, optimiser, stop rules) → Trajectory.
+
+Record t is the state after t steps. The tracked error is the relative excess loss
+r_t = (L_t − L*) / (L(0) − L*) (for the squared loss; the excess at t = 0 otherwise), which for a whitened
+teacher–student problem is ‖P_t − W*‖_F² / ‖W*‖_F².
+Stop rules, in order: diverged (non-finite, or L_t > factor · L_0), converged (r_t ≤ tol),
+stalled (the best excess fell by less than a fraction ``stall_improvement`` over ``stall_window`` steps),
+budget (``max_iters`` steps taken), pruned (the callback asked to stop).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .data import Problem
+from .losses import evaluate, resolve_path
+from .network import Architecture, orthonormality_error
+from .optim import Optimizer, step
+
+OUTCOMES = ("converged", "diverged", "stalled", "budget", "pruned")
+
+
+@dataclass(frozen=True)
+class StopRules:
+    tol: float = 1e-10
+    max_iters: int = 2000
+    diverge_factor: float = 1e6
+    stall_window: int = 200
+    stall_improvement: float = 1e-3
+
+    def __post_init__(self):
+        if not 0 < self.tol < 1:
+            raise ValueError(f"stop.tol must be in (0, 1), got {self.tol}")
+        if self.max_iters < 1:
+            raise ValueError(f"stop.max_iters must be ≥ 1, got {self.max_iters}")
+        if not self.diverge_factor > 1:
+            raise ValueError(f"stop.diverge_factor must be > 1, got {self.diverge_factor}")
+        if self.stall_window < 1:
+            raise ValueError(f"stop.stall_window must be ≥ 1, got {self.stall_window}")
+        if not 0 <= self.stall_improvement < 1:
+            raise ValueError(f"stop.stall_improvement must be in [0, 1), got {self.stall_improvement}")
+
+
+@dataclass
+class Trajectory:
+    """Per-record values (index t = after t steps) and how the run ended."""
+    loss: list[float] = field(default_factory=list)
+    rel_excess: list[float] = field(default_factory=list)
+    e2e_error: list[float] = field(default_factory=list)      # ‖P − W*‖_F / ‖W*‖_F, empty without a teacher
+    ortho_error: list[float] = field(default_factory=list)    # max_i ‖W_iᵀW_i − I‖_F
+    outcome: str = "budget"
+    reason: str = ""
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.loss) - 1
+
+
+Callback = Callable[[int, Trajectory], bool | None]
+
+
+def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt: Optimizer,
+          stop: StopRules = StopRules(), *, loss: str = "squared", path: str = "auto",
+          callback: Callback | None = None, callback_every: int = 50) -> tuple[Trajectory, list[torch.Tensor]]:
+    """Run the optimiser from ``blocks`` until a stop rule fires; returns (trajectory, final blocks)."""
+    path = resolve_path(arch, loss, path)
+    traj, start = Trajectory(), time.perf_counter()
+    target = problem.target
+    target_norm = float(torch.linalg.matrix_norm(target)) if target is not None else None
+    reference, best = None, []
+    for t in range(stop.max_iters + 1):
+        ev = evaluate(blocks, arch, problem, loss, path)
+        value, excess = float(ev.loss), float(ev.excess)
+        if reference is None:
+            mom = problem.moments
+            reference = (mom.loss_zero - mom.loss_star) if path == "fast" or loss == "squared" else excess
+            reference = reference if reference > 0 else 1.0
+        traj.loss.append(value)
+        traj.rel_excess.append(excess / reference)
+        traj.ortho_error.append(orthonormality_error(blocks, arch))
+        if target is not None and ev.product is not None:
+            traj.e2e_error.append(float(torch.linalg.matrix_norm(ev.product - target)) / target_norm)
+        best.append(min(excess, best[-1]) if best else excess)
+        finite = math.isfinite(value) and all(bool(torch.isfinite(G).all()) for G in ev.grads)
+        if not finite:
+            traj.outcome, traj.reason = "diverged", f"non-finite loss or gradient at step {t}"
+        elif value > stop.diverge_factor * traj.loss[0]:
+            traj.outcome, traj.reason = "diverged", f"loss {value:.3g} > {stop.diverge_factor:g} × initial at step {t}"
+        elif traj.rel_excess[-1] <= stop.tol:
+            traj.outcome, traj.reason = "converged", f"relative excess ≤ {stop.tol:g} at step {t}"
+        elif t >= stop.stall_window and best[-1] > (1 - stop.stall_improvement) * best[t - stop.stall_window]:
+            traj.outcome, traj.reason = "stalled", f"no progress over {stop.stall_window} steps at step {t}"
+        elif t == stop.max_iters:
+            traj.outcome, traj.reason = "budget", f"{stop.max_iters} steps taken"
+        elif callback is not None and t % callback_every == 0 and t > 0 and callback(t, traj):
+            traj.outcome, traj.reason = "pruned", f"stopped by the caller at step {t}"
+        else:
+            try:
+                blocks = step(blocks, ev.grads, arch, opt)
+                continue
+            except torch.linalg.LinAlgError as err:  # a retraction of a huge or non-finite step
+                traj.outcome, traj.reason = "diverged", f"retraction failed at step {t}: {err}"
+        break
+    traj.seconds = time.perf_counter() - start
+    return traj, blocks
