@@ -12,7 +12,7 @@ import torch
 
 from . import stiefel
 from .init import teacher_blocks
-from .network import Architecture, end_to_end
+from .network import Architecture, end_to_end, layers
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Problem:
     X: torch.Tensor
     Y: torch.Tensor
     moments: Moments
-    target: torch.Tensor | None = None
+    target: torch.Tensor | None = None            # W* = the teacher's end-to-end map
+    teacher: tuple[torch.Tensor, ...] | None = None  # the teacher's layers W*_1 … W*_N
     name: str = ""
 
 
@@ -61,13 +62,15 @@ def teacher_student(arch: Architecture, *, samples: int, condition: float = 1.0,
                     dtype=torch.float64, device="cpu") -> Problem:
     """Whitened Gaussian inputs, labels Y = W* X (+ noise·Gaussian) from a teacher of ``arch``'s widths."""
     teacher = Architecture(arch.widths, teacher_free_layer, arch.orientation)
-    W_star = end_to_end(teacher_blocks(teacher, condition=condition, scale=scale, generator=generator, dtype=dtype))
+    T = teacher_blocks(teacher, condition=condition, scale=scale, generator=generator, dtype=dtype)
+    W_star = end_to_end(T)
     X = whitened_gaussian(arch.widths[0], samples, generator=generator, dtype=dtype)
     Y = W_star @ X
     if noise > 0:
         Y = Y + noise * torch.randn(Y.shape, generator=generator, dtype=dtype)
     X, Y, W_star = X.to(device), Y.to(device), W_star.to(device)
-    return Problem(X, Y, second_moments(X, Y), W_star, f"teacher{arch.widths}")
+    return Problem(X, Y, second_moments(X, Y), W_star, tuple(W.to(device) for W in layers(T)),
+                   f"teacher{arch.widths}")
 
 
 def whiten(X: torch.Tensor, *, mode: str = "subspace", eps: float = 1e-6) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import stiefel
-from .network import Architecture, end_to_end, to_tall
+from .network import Architecture, end_to_end, layers, stack, to_tall
 
 INITS = ("random", "teacher_perturbed", "spectral")
 
@@ -59,9 +59,12 @@ def teacher_blocks(arch: Architecture, *, condition: float = 1.0, scale: float =
 
 def perturb(blocks: list[torch.Tensor], arch: Architecture, *, delta: float,
             generator: torch.Generator) -> list[torch.Tensor]:
-    """Each layer moved to relative distance δ in a random direction, orthonormal layers re-projected."""
+    """Each layer moved to relative distance δ in a random direction, ``arch``'s orthonormal layers
+    projected (back) onto the manifold. ``blocks`` may be laid out for another free layer (a teacher
+    of another kind): they are re-stacked for ``arch`` first."""
     if delta < 0:
-        raise ValueError(f"model.init.delta must be ≥ 0, got {delta}")
+        raise ValueError(f"model.init_delta must be ≥ 0, got {delta}")
+    blocks = stack(layers(blocks), arch)
     out = []
     for B, b in zip(blocks, arch.blocks()):
         E = _gaussian(B.shape, generator, B.dtype, B.device)

@@ -14,7 +14,7 @@ import torch
 
 from .data import Problem, second_moments, whiten
 from .init import teacher_blocks
-from .network import Architecture, end_to_end
+from .network import Architecture, end_to_end, layers
 
 FILES = {  # name → MD5 of the uncompressed original
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -73,12 +73,14 @@ def mnist_problem(root: Path, *, split: str = "train", samples: int | None = Non
                mode=whiten_mode, eps=whiten_eps).to(dtype)
     if targets == "onehot":
         Y = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), 10).T.to(dtype)
-        target = None
+        target, teacher_layers = None, None
     else:
         if arch is None or generator is None:
             raise ValueError("data.targets=teacher needs the model's architecture and a seed")
         teacher = Architecture((X.shape[0],) + arch.widths[1:], "first", arch.orientation)
-        target = end_to_end(teacher_blocks(teacher, condition=condition, generator=generator, dtype=dtype))
+        T = teacher_blocks(teacher, condition=condition, generator=generator, dtype=dtype)
+        target, teacher_layers = end_to_end(T), tuple(W.to(device) for W in layers(T))
         Y = target @ X
     X, Y = X.to(device), Y.to(device)
-    return Problem(X, Y, second_moments(X, Y), None if target is None else target.to(device), f"mnist-{targets}")
+    return Problem(X, Y, second_moments(X, Y), None if target is None else target.to(device), teacher_layers,
+                   f"mnist-{targets}")

@@ -109,6 +109,11 @@ def layers(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
     return [W for B in blocks for W in B]
 
 
+def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:
+    """The inverse of :func:`layers`: group W_1 … W_N into ``arch``'s blocks."""
+    return [torch.stack(Ws[b.start:b.start + b.count]) for b in arch.blocks()]
+
+
 def hidden_products(blocks: list[torch.Tensor]):
     """Exclusive prefix/suffix products of the chain W_2 … W_N (blocks[1:]).
 

@@ -5,7 +5,7 @@ r_t = (L_t − L*) / (L(0) − L*) (for the squared loss; the excess at t = 0 ot
 teacher–student problem is ‖P_t − W*‖_F² / ‖W*‖_F².
 Stop rules, in order: diverged (non-finite, or L_t > factor · L_0), converged (r_t ≤ tol),
 stalled (the best excess fell by less than a fraction ``stall_improvement`` over ``stall_window`` steps),
-budget (``max_iters`` steps taken), pruned (the callback asked to stop).
+budget (``max_iters`` steps or ``max_seconds`` taken), pruned (the callback asked to stop).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class StopRules:
     diverge_factor: float = 1e6
     stall_window: int = 200
     stall_improvement: float = 1e-3
+    max_seconds: float = math.inf
 
     def __post_init__(self):
         if not 0 < self.tol < 1:
@@ -43,6 +44,8 @@ class StopRules:
             raise ValueError(f"stop.stall_window must be ≥ 1, got {self.stall_window}")
         if not 0 <= self.stall_improvement < 1:
             raise ValueError(f"stop.stall_improvement must be in [0, 1), got {self.stall_improvement}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"stop.max_seconds must be > 0, got {self.max_seconds}")
 
 
 @dataclass
@@ -97,6 +100,8 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
             traj.outcome, traj.reason = "stalled", f"no progress over {stop.stall_window} steps at step {t}"
         elif t == stop.max_iters:
             traj.outcome, traj.reason = "budget", f"{stop.max_iters} steps taken"
+        elif time.perf_counter() - start > stop.max_seconds:
+            traj.outcome, traj.reason = "budget", f"time limit of {stop.max_seconds:g} s reached at step {t}"
         elif callback is not None and t % callback_every == 0 and t > 0 and callback(t, traj):
             traj.outcome, traj.reason = "pruned", f"stopped by the caller at step {t}"
         else:
