@@ -1,0 +1,76 @@
+"""The cells of a study: the Cartesian product of the family's grid, each a fully resolved, validated config."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+from omegaconf import OmegaConf
+
+from .config import ConfigError, get_path, leaf_keys, set_path, to_dict, validate
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    values: tuple[tuple[str, object], ...]   # (axis, value) per grid axis; a variant's value is its name
+    settings: tuple[tuple[str, object], ...]  # (dotted key, value) that the cell sets
+    config: dict                             # the resolved config of this cell (plain, JSON-safe)
+
+    @property
+    def id(self) -> str:
+        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.values) or "all"
+
+    @property
+    def overrides(self) -> list[str]:
+        """Hydra overrides that set this cell's values (for reruns)."""
+        return [f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in self.settings]
+
+    def get(self, key: str):
+        return get_path(self.config, key)
+
+    @property
+    def series(self) -> str:
+        """The cell's grid values other than depth and seed: cells of one series differ only in those."""
+        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.values
+                        if k not in ("model.depth", "seed")) or "all"
+
+
+def resolve(raw: dict) -> dict:
+    """Resolve ``${…}`` interpolations of a plain config dict."""
+    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+
+
+def axis_settings(key: str, value) -> list[tuple[str, object]]:
+    """A grid axis is a config key (value = its value) or a variant name (value = {name, key: value, …})."""
+    if key in leaf_keys():
+        return [(key, value)]
+    if not isinstance(value, dict) or "name" not in value:
+        raise ConfigError(f"family.grid.{key}: not a config key, so its values must be mappings "
+                          "{name: …, <dotted key>: value, …}")
+    bad = [k for k in value if k != "name" and k not in leaf_keys()]
+    if bad:
+        raise ConfigError(f"family.grid.{key}.{bad[0]}: unknown key")
+    return [(k, v) for k, v in value.items() if k != "name"]
+
+
+def expand(raw: dict) -> list[Cell]:
+    """One validated cell per point of ``family.grid`` of the unresolved config ``raw``."""
+    grid = raw["family"]["grid"]
+    for key, values in grid.items():
+        if key.startswith(("family.", "study.", "ray.", "tracking.", "search.")):
+            raise ConfigError(f"family.grid.{key}: not a key a cell can vary; allowed: model.*, data.*, optim.*, "
+                              "stop.*, seed, or a named variant")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"family.grid.{key}={values!r}: must be a non-empty list")
+    cells = []
+    for i, combo in enumerate(itertools.product(*grid.values())):
+        cell_raw, settings = raw, []
+        for key, value in zip(grid, combo):
+            for k, v in axis_settings(key, value):
+                cell_raw = set_path(cell_raw, k, v)
+                settings.append((k, v))
+        config = to_dict(validate(resolve(cell_raw)))
+        values = tuple((k, v["name"] if isinstance(v, dict) else get_path(config, k)) for k, v in zip(grid, combo))
+        cells.append(Cell(i, values, tuple((k, get_path(config, k)) for k, _ in settings), config))
+    return cells

@@ -1,0 +1,287 @@
+"""The typed schema of a study's configuration, mirrored 1:1 by the groups in ``conf/``, and its validation.
+
+Every key has one type, one default and its allowed values here; :func:`validate` turns a plain dict
+(Hydra's composed config) into a :class:`Config` or raises :class:`ConfigError` with one line naming
+the key, the value and what is allowed. Nothing runs before it passes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import init as core_init
+from .. import losses, mnist, optim, stiefel
+from ..network import ACTIVATIONS, FREE_LAYERS, ORIENTATIONS, Architecture
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; str() is one line that names the key."""
+
+
+def choice(default: str, allowed) -> Any:
+    return field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def number(default, *, ge=None, gt=None, le=None, lt=None) -> Any:
+    return field(default=default, metadata={k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """The network: depth N, hidden width, the free layer and the initialisation."""
+    depth: int = number(8, ge=1, le=4096)
+    width: int = number(16, ge=1, le=8192)
+    free_layer: str = choice("first", FREE_LAYERS)
+    orientation: str = choice("columns", ORIENTATIONS)
+    activation: str = choice("identity", ACTIVATIONS)
+    init: str = choice("teacher_perturbed", core_init.INITS)
+    init_scale: float = number(1.0, gt=0)
+    init_delta: float = number(0.2, ge=0)
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """The regression problem: a whitened teacher–student problem or MNIST."""
+    kind: str = choice("teacher", ("teacher", "mnist"))
+    input_dim: int = number(16, ge=1, le=100_000)
+    output_dim: int = number(16, ge=1, le=100_000)
+    samples: int = number(256, ge=0)          # teacher: m (≥ input_dim); mnist: first m images, 0 = all
+    condition: float = number(2.0, ge=1)
+    scale: float = number(1.0, gt=0)
+    noise: float = number(0.0, ge=0)
+    teacher_free_layer: str = choice("first", FREE_LAYERS)
+    targets: str = choice("onehot", mnist.TARGETS)
+    whiten: str = choice("subspace", ("subspace", "epsilon"))
+    whiten_eps: float = number(1e-6, gt=0, lt=1)
+    root: str | None = None                    # MNIST folder; default: <state>/data/mnist
+    dtype: str = choice("float64", ("float64", "float32"))
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    """The optimiser and how its step size μ is chosen per cell."""
+    method: str = choice("rgd", optim.METHODS)
+    retraction: str = choice("polar", stiefel.RETRACTIONS)
+    balance: str = choice("spectral", optim.BALANCES)
+    loss: str = choice("squared", losses.LOSSES)
+    path: str = choice("auto", losses.PATHS)
+    lr: float = number(0.1, gt=0)
+    protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth"))  # μ by Optuna | μ = lr | μ = lr / N
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class StopCfg:
+    """Stop rules of every trial (core ``StopRules``)."""
+    tol: float = number(1e-10, gt=0, lt=1)
+    max_iters: int = number(2000, ge=1)
+    diverge_factor: float = number(1e6, gt=1)
+    stall_window: int = number(200, ge=1)
+    stall_improvement: float = number(1e-3, ge=0, lt=1)
+    max_seconds: float = number(600.0, gt=0)
+
+
+@dataclass(frozen=True)
+class SearchCfg:
+    """Per-cell Optuna search over μ on a log scale."""
+    trials: int = number(8, ge=1, le=100_000)
+    lr_min: float = number(1e-3, gt=0)
+    lr_max: float = number(3.0, gt=0)
+    sampler: str = choice("tpe", ("tpe", "gp", "random", "qmc"))
+    startup_trials: int = number(4, ge=0)
+    pruner: str = choice("median", ("median", "none"))
+    report_every: int = number(50, ge=1)
+    penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: max_iters · (1 + penalty · remaining)
+    seed: int = number(0, ge=0)
+
+
+@dataclass(frozen=True)
+class RayCfg:
+    """Where trials run (group ``cluster/``, package ``ray``)."""
+    address: str | None = None               # None: $RAY_ADDRESS, else an embedded local Ray
+    num_cpus: int | None = None              # embedded Ray only; None = all cores
+    cpus_per_trial: float = number(1.0, gt=0)
+    gpus_per_trial: float = number(0.0, ge=0)
+    max_concurrent: int = number(0, ge=0)    # 0 = as many as the resources allow
+    max_failures: int = number(2, ge=0)
+
+
+@dataclass(frozen=True)
+class TrackingCfg:
+    """Where the MLflow record goes."""
+    uri: str | None = None                   # None: sqlite:///<state>/mlflow.db
+    experiment: str | None = None            # None: orthoscale-<family>
+    curve_points: int = number(200, ge=2, le=10_000)
+
+
+@dataclass(frozen=True)
+class FamilyCfg:
+    """An experiment family: a name and the grid of cells (dotted config key → list of values)."""
+    name: str = "custom"
+    description: str = ""
+    grid: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyCfg:
+    name: str | None = None                  # None: <family>-<hash of the config>, so a rerun resumes
+    resume: bool = True
+    verbose: int = number(0, ge=0, le=3)     # 0: one compact progress line; ≥ 1: Ray's own tables
+    progress_every: float = number(10.0, gt=0)
+    state_dir: str | None = None             # None: <project>/.orthoscale
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    stop: StopCfg = field(default_factory=StopCfg)
+    search: SearchCfg = field(default_factory=SearchCfg)
+    ray: RayCfg = field(default_factory=RayCfg)
+    tracking: TrackingCfg = field(default_factory=TrackingCfg)
+    family: FamilyCfg = field(default_factory=FamilyCfg)
+    study: StudyCfg = field(default_factory=StudyCfg)
+    seed: int = number(0, ge=0)              # data and initialisation seed of a cell
+
+
+MNIST_DIM = 784
+
+
+def widths(cfg: Config, input_dim: int | None = None) -> tuple[int, ...]:
+    """(d_0, width, …, width, d_N): d_0/d_N from ``data`` (MNIST: 784 before whitening, 10 classes)."""
+    m, d = cfg.model, cfg.data
+    d0 = input_dim or (MNIST_DIM if d.kind == "mnist" else d.input_dim)
+    dn = 10 if d.kind == "mnist" else d.output_dim
+    return (d0,) + (m.width,) * (m.depth - 1) + (dn,)
+
+
+def _fmt(value) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_value(key: str, value, tp, meta: dict):
+    """Coerce/check one leaf value against its annotation and metadata."""
+    optional = False
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}=null: a value is required")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={_fmt(value)}: must be true or false")
+    elif tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{key}={_fmt(value)}: must be an integer")
+        value = int(value)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}={_fmt(value)}: must be a finite number")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={_fmt(value)}: must be a string")
+    elif tp is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}={_fmt(value)}: must be a mapping")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}={_fmt(value)}: must be one of {', '.join(meta['choices'])}")
+    for name, op, word in (("ge", float.__ge__, "≥"), ("gt", float.__gt__, ">"),
+                           ("le", float.__le__, "≤"), ("lt", float.__lt__, "<")):
+        if name in meta and not op(float(value), float(meta[name])):
+            raise ConfigError(f"{key}={_fmt(value)}: must be {word} {meta[name]}")
+    return value
+
+
+def _build(cls, raw: dict, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}={_fmt(raw)}: must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key; allowed: {', '.join(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, raw[f.name], key + ".")
+        else:
+            kwargs[f.name] = _check_value(key, raw[f.name], tp, dict(f.metadata))
+    return cls(**kwargs)
+
+
+def leaf_keys(cls=Config, prefix: str = "") -> dict[str, tuple]:
+    """Every dotted leaf key → (type, default, metadata): the reference of README's key table."""
+    out, hints = {}, typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(leaf_keys(tp, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f"{prefix}{f.name}"] = (tp, default, dict(f.metadata))
+    return out
+
+
+def get_path(raw: dict, key: str):
+    node = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def set_path(raw: dict, key: str, value) -> dict:
+    """A deep copy of ``raw`` with the dotted ``key`` set to ``value``."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def check_rules(cfg: Config) -> None:
+    """Rules across keys (shapes, ranges that depend on each other)."""
+    s, d, m = cfg.search, cfg.data, cfg.model
+    if s.lr_min >= s.lr_max:
+        raise ConfigError(f"search.lr_min={s.lr_min}: must be < search.lr_max={s.lr_max}")
+    try:
+        arch = Architecture(widths(cfg), m.free_layer, m.orientation, m.activation)
+        losses.resolve_path(arch, cfg.optim.loss, cfg.optim.path)
+    except ValueError as err:
+        raise ConfigError(f"model.depth={m.depth}, model.width={m.width}: {err}") from None
+    if d.kind == "teacher":
+        if d.samples < d.input_dim:
+            raise ConfigError(f"data.samples={d.samples}: must be ≥ data.input_dim={d.input_dim} for exact whitening")
+        try:
+            Architecture(widths(cfg), d.teacher_free_layer, m.orientation)
+        except ValueError as err:
+            raise ConfigError(f"data.teacher_free_layer={d.teacher_free_layer!r}: {err}") from None
+    if m.init == "teacher_perturbed" and d.kind == "mnist" and d.targets != "teacher":
+        raise ConfigError("model.init='teacher_perturbed': needs a teacher; use data.targets=teacher or "
+                          "model.init=random or spectral")
+    if m.init == "spectral" and m.free_layer == "none":
+        raise ConfigError("model.init='spectral': needs a free layer (model.free_layer=first or last)")
+
+
+def validate(raw: dict) -> Config:
+    """Plain dict → Config, or ConfigError naming the first bad key."""
+    cfg = _build(Config, raw, "")
+    check_rules(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

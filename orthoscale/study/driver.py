@@ -1,0 +1,145 @@
+"""One study end to end: durable store → MLflow parent → Ray Tune fan-out → report on the parent run.
+
+Re-running the same command resumes: the study's name is derived from its configuration, finished
+trials are read back from the durable store (not rerun, not re-logged), the parent run is reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import report
+from .cells import Cell
+from .compose import PROJECT
+from .config import Config, to_dict
+from .search import CellSearch
+from .store import ResultStore
+from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
+
+RESULT_SECTIONS = ("model", "data", "optim", "stop", "search", "family", "seed")
+
+
+def state_dir(cfg: Config) -> Path:
+    return Path(cfg.study.state_dir or PROJECT / ".orthoscale").resolve()
+
+
+def tracking_uri(cfg: Config) -> str:
+    return cfg.tracking.uri or f"sqlite:///{state_dir(cfg) / 'mlflow.db'}"
+
+
+def experiment_name(cfg: Config) -> str:
+    return cfg.tracking.experiment or f"orthoscale-{cfg.family.name}"
+
+
+def artifact_location(cfg: Config, experiment: str) -> str | None:
+    """Local stores keep artifacts beside them; a tracking server proxies its own."""
+    uri = tracking_uri(cfg)
+    return None if uri.startswith(("http://", "https://")) else (state_dir(cfg) / "artifacts" / experiment).as_uri()
+
+
+def study_name(cfg: Config, cells: list[Cell]) -> str:
+    """<family>-<hash of everything that changes results>: the same command names the same study."""
+    if cfg.study.name:
+        return cfg.study.name
+    content = {k: v for k, v in to_dict(cfg).items() if k in RESULT_SECTIONS}
+    content["cells"] = [c.config for c in cells]
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{cfg.family.name}-{digest}"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass
+class StudyResult:
+    name: str
+    folder: Path
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    rows: list[dict]
+    scaling: dict
+    text: str
+    logging_seconds: float
+    trials_logged: int
+    unlogged: list[str]
+
+
+def data_root(cfg_dict: dict, state: Path) -> dict:
+    """MNIST's default folder lives in the state dir."""
+    if cfg_dict["data"]["kind"] == "mnist" and not cfg_dict["data"]["root"]:
+        cfg_dict = json.loads(json.dumps(cfg_dict))
+        cfg_dict["data"]["root"] = str(state / "data" / "mnist")
+    return cfg_dict
+
+
+def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout) -> StudyResult:
+    state = state_dir(cfg)
+    cells = [Cell(c.index, c.values, c.settings, data_root(c.config, state)) for c in cells]
+    name = study_name(cfg, cells)
+    folder = state / "studies" / name
+    if not cfg.study.resume and (folder / "results.jsonl").exists():
+        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder = state / "studies" / name
+    store = ResultStore(folder)
+    finished = store.load()
+    (folder / "config.json").write_text(dumps({"config": to_dict(cfg), "overrides": overrides,
+                                               "cells": [c.config for c in cells]}))
+    uri, experiment = tracking_uri(cfg), experiment_name(cfg)
+    tracker = Tracker(uri, experiment, artifact_location(cfg, experiment))
+    concurrency = cfg.ray.max_concurrent or "auto"
+    parent, reused = tracker.open_parent(
+        name, params={"family": cfg.family.name, "grid": json.dumps(cfg.family.grid), "cells": len(cells),
+                      "search": to_dict(cfg)["search"], "max_concurrent": concurrency,
+                      "cpus_per_trial": cfg.ray.cpus_per_trial, "gpus_per_trial": cfg.ray.gpus_per_trial},
+        tags={"orthoscale.command": shlex.join(["python", "-m", "orthoscale.sweep", *overrides]),
+              "orthoscale.overrides": " ".join(overrides), "orthoscale.git_commit": git_commit(),
+              "mlflow.note.content": cfg.family.description})
+    writer = TrackingWriter(tracker, parent, name)
+    for rec in finished:  # replays any record that did not reach tracking before an interruption
+        writer.submit(rec)
+    searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
+    print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
+          f"{f', {len(finished)} already done' if finished else ''} · MLflow {uri}", file=out, flush=True)
+    if searcher.remaining():
+        _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out)
+    writer.close()
+    result = report.write(folder / "report", cells, store.load())
+    tracker.client.log_text(parent, dumps({"config": to_dict(cfg), "overrides": overrides}), "config.json")
+    log_artifacts(tracker, parent, folder / "report")
+    for series, law in result["scaling"].items():
+        tracker.client.log_metric(parent, "rate_exponent", law["one_minus_rate"]["exponent"])
+        tracker.client.set_tag(parent, f"orthoscale.law.{series}", json.dumps(law))
+    tracker.finish(parent, "FINISHED")
+    return StudyResult(name, folder, parent, tracker.experiment_id, uri, result["rows"], result["scaling"],
+                       result["text"], writer.seconds, writer.logged, writer.failed)
+
+
+def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out) -> None:
+    from .progress import Progress
+    from .runner import Recorder, check_resources, connect, run_tuner
+
+    connect(cfg.ray, cfg.study.verbose)
+    check_resources(cfg.ray)
+    done_before: dict[int, int] = {}
+    for rec in finished:
+        done_before[rec["cell_index"]] = done_before.get(rec["cell_index"], 0) + 1
+    progress = Progress(sum(searcher.budget), len(cells), searcher.budget, done_before,
+                        [c.config["model"]["depth"] for c in cells], cfg.study.progress_every, out)
+    prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
+    recorder = Recorder(cells, store, writer, prefix)
+    attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_tuner(cells, searcher, cfg.ray, name=attempt, storage=state / "ray", callbacks=[recorder, progress],
+              verbose=cfg.study.verbose)
+    progress.finish()

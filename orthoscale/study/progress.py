@@ -1,0 +1,86 @@
+"""A compact, terminal-friendly progress line for a study (instead of Ray's wide trial table).
+
+On a TTY the line is rewritten in place about once a second; otherwise (CI logs) one line is
+printed every ``every`` seconds. It shows cells done, trials running / done / failed / pruned,
+the best rate so far per depth, and an ETA.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class Progress(Callback):
+    def __getstate__(self):  # see runner.DriverOnly: never restored, holds a stream
+        return {}
+
+    def __init__(self, total_trials: int, cells: int, budget: list[int], done_before: dict[int, int],
+                 depth_of: list[int], every: float = 10.0, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every = 1.0 if self.tty else every
+        self.total, self.cells, self.budget = total_trials, cells, budget
+        self.per_cell = dict(done_before)
+        self.depth_of = depth_of
+        self.done = self.failed = self.pruned = self.running = 0
+        self.best: dict[int, float] = {}
+        self.start = self.last = time.monotonic()
+        self.before = sum(done_before.values())
+
+    def line(self) -> str:
+        cells_done = sum(1 for c in range(self.cells) if self.per_cell.get(c, 0) >= self.budget[c])
+        finished = self.done + self.failed + self.pruned
+        elapsed = time.monotonic() - self.start
+        left = self.total - self.before - finished
+        eta = f"{elapsed / finished * left:.0f}s" if finished else "?"
+        best = " ".join(f"N={n}:{r:.4f}" for n, r in sorted(self.best.items()))
+        return (f"cells {cells_done}/{self.cells} · trials {self.before + finished}/{self.total} "
+                f"({self.running} running, {self.failed} failed, {self.pruned} pruned) · "
+                f"best ρ {best or '—'} · ETA {eta}")
+
+    def emit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        text = self.line()
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text[:200])
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self.emit(force=True)
+        if self.tty:
+            self.stream.write("\n")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+
+    def _ended(self, trial):
+        self.running = max(self.running - 1, 0)
+        c = trial.config.get("cell_index")
+        self.per_cell[c] = self.per_cell.get(c, 0) + 1
+        return c
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        c = self._ended(trial)
+        res = trial.last_result or {}
+        if not res.get("done"):
+            self.pruned += 1
+        else:
+            self.done += 1
+            rate = res.get("rate")
+            if rate is not None and res.get("outcome") == "converged":
+                n = self.depth_of[c]
+                self.best[n] = min(self.best.get(n, 1.0), rate)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial)
+        self.failed += 1
+
+    def on_step_end(self, iteration, trials, **info):
+        self.emit()

@@ -1,0 +1,120 @@
+"""Ray Tune fan-out: one Tuner for all cells' trials, with the per-cell searcher, its pruner, a
+durable recorder and the progress line. Trials are pure functions of their config."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from .cells import Cell
+from .config import ConfigError, RayCfg
+from .search import CellPruner, CellSearch
+from .store import ResultStore
+from .tracking import TrackingWriter
+from .trial import run_trial, step_size
+
+
+def connect(spec: RayCfg, verbose: int) -> str:
+    """Join ``ray.address`` / $RAY_ADDRESS, or start an embedded Ray bound to 127.0.0.1."""
+    if ray.is_initialized():
+        return "existing"
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    quiet = dict(log_to_driver=verbose > 0, logging_level=logging.WARNING if verbose < 2 else logging.INFO)
+    if address:
+        ray.init(address=address, **quiet)
+        return address
+    ray.init(num_cpus=spec.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    return "local"
+
+
+def check_resources(spec: RayCfg) -> None:
+    """Requests the cluster cannot meet fail before any trial starts."""
+    total = ray.cluster_resources()
+    if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
+        raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
+    if total.get("CPU", 0) < spec.cpus_per_trial:
+        raise ConfigError(f"ray.cpus_per_trial={spec.cpus_per_trial}: the cluster has {total.get('CPU', 0):g} CPU(s)")
+
+
+def make_trainable(threads: int):
+    def orthoscale_trial(config: dict) -> None:
+        result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
+        ctx = tune.get_context()
+        result["node_id"] = ray.get_runtime_context().get_node_id()
+        result["tune_trial_id"] = ctx.get_trial_id()
+        tune.report(result)
+    return orthoscale_trial
+
+
+class DriverOnly:
+    """Tune pickles its callbacks and searcher for ``Tuner.restore``; studies resume from their own
+    durable store instead, so these driver-side objects (queues, threads, streams) pickle as empty."""
+
+    def __getstate__(self):
+        return {}
+
+
+class Recorder(DriverOnly, tune.Callback):
+    """Every ended trial → one durable record (fsynced) → the tracking queue."""
+
+    def __init__(self, cells: list[Cell], store: ResultStore, writer: TrackingWriter, rerun_prefix: list[str]):
+        self.cells, self.store, self.writer, self.prefix = cells, store, writer, rerun_prefix
+        self.started: dict[str, float] = {}
+        self.records: list[dict] = []
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def _record(self, trial, status: str, error: str | None = None) -> None:
+        cfg, res = trial.config, dict(trial.last_result or {})
+        cell = self.cells[cfg["cell_index"]]
+        result = {k: res[k] for k in res if k in FINAL_KEYS} if res.get("done") else (
+            {"outcome": "pruned", "steps": res.get("step"), "final_rel_excess": res.get("rel_excess"),
+             "objective": res.get("objective")} if res else None)
+        mu = (result or {}).get("lr") or step_size(cell.config, cfg["lr"])
+        rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
+               "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result, "error": error,
+               "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
+               "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
+               "rerun": " ".join(["python -m orthoscale.train", *self.prefix, *cell.overrides,
+                                  "optim.protocol=fixed", f"optim.lr={mu!r}"])}
+        self.store.append(rec)
+        self.records.append(rec)
+        self.writer.submit(rec)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._record(trial, "FINISHED" if (trial.last_result or {}).get("done") else "KILLED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = trial.get_error()
+        self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
+
+
+FINAL_KEYS = ("lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "rate", "rate_r2", "rate_window",
+              "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
+              "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id")
+
+
+def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,
+              callbacks: list, verbose: int) -> None:
+    """All remaining trials of all cells in one Tuner."""
+    if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
+    trainable = tune.with_resources(make_trainable(max(1, int(spec.cpus_per_trial))), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=CellPruner(searcher), num_samples=searcher.remaining(),
+            max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
+            trial_dirname_creator=lambda t: f"t{t.trial_id}"),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,
+            verbose=verbose, failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            log_to_file=False),
+    )
+    tuner.fit()

@@ -1,0 +1,140 @@
+"""Per-cell step-size search: one Optuna study per cell behind a single Ray Tune ``Searcher``.
+
+All cells' trials go through one Tuner, so the cluster stays busy; each cell's μ is searched on a
+log scale by its own Optuna study. Suggestions go breadth-first (the cell with fewest trials
+launched), so cells progress together. ``CellPruner`` lets each cell's Optuna pruner stop its
+hopeless trials from their intermediate reports. Each Optuna trial is sampled with a seed derived
+from (search.seed, cell, trial number), so a study — resumed or not — draws the same μ sequence
+at concurrency 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import optuna
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from .cells import Cell
+
+METRIC = "objective"
+LR = optuna.distributions.FloatDistribution
+
+
+def derived_seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
+
+
+def make_sampler(name: str, seed: int, startup: int):
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(name: str, startup: int):
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=max(startup, 1), n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+class CellSearch(Searcher):
+    """Suggests {cell, lr, key} configs; ``finished`` are result records of an earlier attempt (resume)."""
+
+    def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = ()):
+        super().__init__(metric=METRIC, mode="min")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.cells, self.spec = cells, search
+        self.dist = LR(search["lr_min"], search["lr_max"], log=True)
+        self.studies = [optuna.create_study(direction="minimize", pruner=make_pruner(search["pruner"],
+                                                                                     search["startup_trials"]))
+                        for _ in cells]
+        self.budget = [search["trials"] if c.config["optim"]["protocol"] == "tuned" else 1 for c in cells]
+        self.used: list[set[int]] = [set() for _ in cells]
+        self.live: dict[str, tuple[int, int, optuna.trial.Trial | None]] = {}
+        self.pruned: set[str] = set()
+        for rec in finished:
+            self._replay(rec)
+
+    def _replay(self, rec: dict) -> None:
+        c, k = rec["cell_index"], rec["trial_number"]
+        self.used[c].add(k)
+        if rec.get("tuned"):
+            state = {"FINISHED": optuna.trial.TrialState.COMPLETE, "KILLED": optuna.trial.TrialState.PRUNED}.get(
+                rec["status"], optuna.trial.TrialState.FAIL)
+            value = rec.get("objective") if state == optuna.trial.TrialState.COMPLETE else None
+            self.studies[c].add_trial(optuna.trial.create_trial(
+                params={"lr": rec["lr"]}, distributions={"lr": self.dist}, value=value, state=state))
+
+    def remaining(self) -> int:
+        return sum(max(b - len(u), 0) for b, u in zip(self.budget, self.used))
+
+    def suggest(self, trial_id: str):
+        open_cells = [i for i in range(len(self.cells)) if len(self.used[i]) < self.budget[i]]
+        if not open_cells:
+            return Searcher.FINISHED
+        c = min(open_cells, key=lambda i: (len(self.used[i]), i))
+        k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
+        self.used[c].add(k)
+        cell, otrial, lr = self.cells[c], None, None
+        tuned = cell.config["optim"]["protocol"] == "tuned"
+        if tuned:
+            study = self.studies[c]
+            study.sampler = make_sampler(self.spec["sampler"], derived_seed(self.spec["seed"], c, k),
+                                         self.spec["startup_trials"])
+            otrial = study.ask({"lr": self.dist})
+            lr = otrial.params["lr"]
+        self.live[trial_id] = (c, k, otrial)
+        return {"cell_index": c, "trial_number": k, "lr": lr, "tuned": tuned, "key": f"{cell.id}#{k}",
+                "cfg": cell.config}
+
+    def report(self, trial_id: str, value: float, step: int) -> bool:
+        """Feed an intermediate value to the cell's pruner; True when the trial should stop."""
+        c, _, otrial = self.live.get(trial_id, (None, None, None))
+        if otrial is None or not math.isfinite(value):
+            return False
+        otrial.report(value, step)
+        if otrial.should_prune():
+            self.pruned.add(trial_id)
+            return True
+        return False
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        c, _, otrial = self.live.pop(trial_id, (None, None, None))
+        if otrial is None:
+            return
+        study = self.studies[c]
+        if error or not result or METRIC not in result:
+            study.tell(otrial, state=optuna.trial.TrialState.FAIL)
+        elif trial_id in self.pruned or not result.get("done", False):
+            study.tell(otrial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(otrial, result[METRIC])
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: a study resumes from its durable result store (see driver)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See :meth:`save`."""
+
+    def best(self, c: int) -> optuna.trial.FrozenTrial | None:
+        done = [t for t in self.studies[c].trials if t.state == optuna.trial.TrialState.COMPLETE]
+        return min(done, key=lambda t: t.value) if done else None
+
+
+class CellPruner(FIFOScheduler):
+    """FIFO scheduling; STOP when the trial's cell pruner says its intermediate value is hopeless."""
+
+    def __init__(self, searcher: CellSearch, value_key: str = "log10_rel_excess"):
+        super().__init__()
+        self.searcher, self.value_key = searcher, value_key
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("done") or self.value_key not in result:
+            return TrialScheduler.CONTINUE
+        stop = self.searcher.report(trial.trial_id, float(result[self.value_key]), int(result["step"]))
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

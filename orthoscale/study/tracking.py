@@ -1,0 +1,153 @@
+"""MLflow record of a study: an experiment per family, a parent run per study, a child run per trial.
+
+Only the driver writes (one writer per SQLite store): a background thread drains a queue of
+durable result records, so logging never blocks Tune's event loop, let alone a trial. Each child
+run is created with all its params, curves and summary metrics in a few ``log_batch`` calls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+log = logging.getLogger("orthoscale.tracking")
+STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
+SUMMARY = ("objective", "rate", "rate_r2", "iters_to_tol", "final_rel_excess", "final_loss", "ortho_error",
+           "e2e_error", "seconds", "seconds_per_step", "steps", "lr")
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Tracker:
+    """Thin, explicit wrapper of MlflowClient for the study's runs."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=artifact_location)
+
+    def open_parent(self, study: str, params: dict, tags: dict) -> tuple[str, bool]:
+        """The study's parent run, reused when it exists (resume); returns (run id, reused)."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`{STUDY_TAG}` = '{study}' "
+                                        f"and tags.`orthoscale.role` = 'study'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id, True
+        run = self.client.create_run(self.experiment_id, tags={STUDY_TAG: study, "orthoscale.role": "study",
+                                                               **tags}, run_name=study)
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for part in chunks(params, 100):
+            self.client.log_batch(run.info.run_id, params=part)
+        return run.info.run_id, False
+
+    def logged_trials(self, parent: str) -> set[str]:
+        """Trial keys that already have a child run under ``parent``."""
+        keys, token = set(), None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
+                                           max_results=1000, page_token=token)
+            keys.update(r.data.tags.get(TRIAL_TAG) for r in page)
+            token = page.token
+            if not token:
+                return keys - {None}
+
+    def log_trial(self, parent: str, study: str, rec: dict) -> str:
+        """One child run with params, curves, summary metrics, tags and final status."""
+        res = rec.get("result") or {}
+        now = int(time.time() * 1000)
+        tags = {MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: rec["key"], STUDY_TAG: study,
+                TRIAL_TAG: rec["key"], "orthoscale.cell": rec["cell"], "orthoscale.rerun": rec["rerun"],
+                "orthoscale.outcome": res.get("outcome", rec["status"].lower()),
+                "orthoscale.reason": str(res.get("reason") or rec.get("error") or "")[:5000],
+                "orthoscale.node": str(res.get("node", rec.get("node", ""))),
+                "orthoscale.device": str(res.get("device", ""))}
+        run = self.client.create_run(self.experiment_id, start_time=int(rec.get("started", now / 1000) * 1000),
+                                     tags=tags)
+        run_id = run.info.run_id
+        params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec["trial_number"],
+                  **{f"cfg.{k}": v for k, v in flatten(rec["cfg"]).items() if not k.startswith("family.")}}
+        for part in chunks([Param(k, str(v)[:6000]) for k, v in params.items()], 100):
+            self.client.log_batch(run_id, params=part)
+        metrics = [Metric(k, float(res[k]), now, 0) for k in SUMMARY if isinstance(res.get(k), (int, float))]
+        for name, values in (res.get("curves") or {}).items():
+            metrics += [Metric(name, float(v), now, int(s)) for s, v in zip(res["curve_steps"], values)
+                        if isinstance(v, (int, float))]
+        for part in chunks(metrics, BATCH):
+            self.client.log_batch(run_id, metrics=part)
+        self.client.set_terminated(run_id, status=rec["status"], end_time=int(rec.get("ended", now / 1000) * 1000))
+        return run_id
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class TrackingWriter:
+    """Logs records on a background thread, each trial once; counts time spent and failures."""
+
+    def __init__(self, tracker: Tracker, parent: str, study: str, retries: int = 3):
+        self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
+        self.done = tracker.logged_trials(parent)
+        self.queue: queue.Queue = queue.Queue()
+        self.seconds, self.logged, self.failed = 0.0, 0, []
+        self.thread = threading.Thread(target=self._run, name="orthoscale-tracking", daemon=True)
+        self.thread.start()
+
+    def submit(self, rec: dict) -> None:
+        self.queue.put(rec)
+
+    def _run(self) -> None:
+        while (rec := self.queue.get()) is not None:
+            if rec["key"] in self.done:
+                continue
+            start = time.perf_counter()
+            for attempt in range(self.retries):
+                try:
+                    self.tracker.log_trial(self.parent, self.study, rec)
+                    self.done.add(rec["key"])
+                    self.logged += 1
+                    break
+                except Exception as err:  # noqa: BLE001 — tracking must not stop the study; the record is durable
+                    log.warning("logging trial %s failed (attempt %d/%d): %s", rec["key"], attempt + 1,
+                                self.retries, err)
+                    time.sleep(0.5 * 2 ** attempt)
+            else:
+                self.failed.append(rec["key"])
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
+    """Every file of ``folder`` as an artifact of ``run_id``."""
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            tracker.client.log_artifact(run_id, str(path))
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

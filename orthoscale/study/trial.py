@@ -1,0 +1,161 @@
+"""One trial: a pure function of (cell config, μ) → compact result, with the core's ``train`` inside.
+
+Nothing here knows about Ray; the runner passes a ``report`` function that forwards progress.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import data, init, mnist, rates
+from ..network import Architecture, stack
+from ..optim import Optimizer
+from ..train import StopRules, Trajectory, train
+from .config import widths
+
+
+def pick_device(how: str) -> str:
+    """'auto' → cuda when this process sees a GPU, else cpu."""
+    if how == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if how == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("optim.device=cuda but this process sees no GPU")
+    return how
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """Independent CPU streams per purpose (0 data, 1 initialisation) of one seed."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+@functools.lru_cache(maxsize=8)
+def _problem(key: str) -> data.Problem:
+    spec = json.loads(key)
+    d, dtype = spec["data"], getattr(torch, spec["data"]["dtype"])
+    arch = Architecture(tuple(spec["widths"]), spec["free_layer"], spec["orientation"])
+    g = generator(spec["seed"], 0)
+    if d["kind"] == "teacher":
+        return data.teacher_student(arch, samples=d["samples"], condition=d["condition"], scale=d["scale"],
+                                    noise=d["noise"], teacher_free_layer=d["teacher_free_layer"], generator=g,
+                                    dtype=dtype, device=spec["device"])
+    return mnist.mnist_problem(Path(d["root"]), samples=d["samples"] or None, whiten_mode=d["whiten"],
+                               whiten_eps=d["whiten_eps"], targets=d["targets"], arch=arch,
+                               condition=d["condition"], generator=g, dtype=dtype, device=spec["device"])
+
+
+def problem_for(cfg: dict, device: str) -> data.Problem:
+    """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
+    m = cfg["model"]
+    key = json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
+                      "orientation": m["orientation"], "seed": cfg["seed"], "device": device}, sort_keys=True)
+    return _problem(key)
+
+
+def widths_of(cfg: dict, input_dim: int | None = None) -> list[int]:
+    from .config import validate
+
+    return list(widths(validate(cfg), input_dim))
+
+
+def step_size(cfg: dict, lr: float | None) -> float:
+    """μ of a trial: the searched one (tuned), optim.lr (fixed) or optim.lr / N (inverse_depth)."""
+    o = cfg["optim"]
+    if o["protocol"] == "tuned" and lr is not None:
+        return float(lr)
+    return o["lr"] / cfg["model"]["depth"] if o["protocol"] == "inverse_depth" else o["lr"]
+
+
+def objective(traj: Trajectory, stop: dict, penalty: float) -> float:
+    """Steps to tolerance; short of it: max_iters · (1 + penalty · f), f ∈ [0, 1] the share of the
+    log-distance to tol still to go (f = 2 when diverged), so a search sees progress, not a flat wall."""
+    hit = rates.iterations_to(traj.rel_excess, stop["tol"])
+    if hit is not None:
+        return float(hit)
+    if traj.outcome == "diverged":
+        return stop["max_iters"] * (1 + 2 * penalty)
+    best = min((v for v in traj.rel_excess if math.isfinite(v) and v > 0), default=1.0)
+    remaining = min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
+    return stop["max_iters"] * (1 + penalty * remaining)
+
+
+def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
+    """≤ ``points`` (step, value) pairs: log-spaced steps, first and last always kept."""
+    n = len(values)
+    if n <= points:
+        return list(range(n)), [float(v) for v in values]
+    idx = np.unique(np.concatenate([[0, n - 1], np.geomspace(1, n - 1, points - 1).astype(int)]))
+    return idx.tolist(), [float(values[i]) for i in idx]
+
+
+def build(cfg: dict, device: str):
+    """(problem, architecture, initial blocks) of a cell config."""
+    m, dtype = cfg["model"], getattr(torch, cfg["data"]["dtype"])
+    problem = problem_for(cfg, device)
+    arch = Architecture(tuple(widths_of(cfg, problem.X.shape[0])), m["free_layer"], m["orientation"],
+                        m["activation"])
+    g = generator(cfg["seed"], 1)
+    if m["init"] == "teacher_perturbed":
+        if problem.teacher is None:
+            raise ValueError("model.init=teacher_perturbed needs a problem with a teacher")
+        teacher_arch = Architecture(arch.widths, cfg["data"]["teacher_free_layer"] if cfg["data"]["kind"] ==
+                                    "teacher" else "first", arch.orientation)
+        blocks = init.perturb(stack(list(problem.teacher), teacher_arch), arch, delta=m["init_delta"], generator=g)
+    elif m["init"] == "spectral":
+        blocks = init.spectral_blocks(arch, problem.moments.p_star, generator=g)
+    else:
+        blocks = init.random_blocks(arch, scale=m["init_scale"], generator=g, dtype=dtype, device=device)
+    return problem, arch, [B.to(device) for B in blocks]
+
+
+def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> dict:
+    """Train one network; ``report(metrics)`` is called every ``search.report_every`` steps (it may
+    return True to stop the trial early). Returns summary metrics and downsampled curves."""
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    device = pick_device(cfg["optim"]["device"])
+    mu = step_size(cfg, lr)
+    problem, arch, blocks = build(cfg, device)
+    o, s, search = cfg["optim"], cfg["stop"], cfg["search"]
+    rules = StopRules(tol=s["tol"], max_iters=s["max_iters"], diverge_factor=s["diverge_factor"],
+                      stall_window=s["stall_window"], stall_improvement=s["stall_improvement"],
+                      max_seconds=s["max_seconds"])
+
+    def progress(t: int, traj: Trajectory):
+        if report is None:
+            return False
+        return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
+                            "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
+                            "objective": objective(traj, s, search["penalty"]), "done": False}))
+
+    traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
+                    loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
+    return summarize(traj, cfg, mu, device)
+
+
+def summarize(traj: Trajectory, cfg: dict, mu: float, device: str) -> dict:
+    fit = rates.fit_rate(traj.rel_excess)
+    points = cfg["tracking"]["curve_points"]
+    steps, rel = downsample(traj.rel_excess, points)
+    curves = {"rel_excess": rel, "loss": [traj.loss[i] for i in steps],
+              "ortho_error": [traj.ortho_error[i] for i in steps]}
+    if traj.e2e_error:
+        curves["e2e_error"] = [traj.e2e_error[i] for i in steps]
+    hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
+    return {
+        "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
+        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"]["penalty"]),
+        "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
+        "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
+        "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
+        "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
+        "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
+        "curve_steps": steps, "curves": curves, "done": True,
+    }
