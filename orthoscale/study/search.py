@@ -66,7 +66,7 @@ class CellSearch(Searcher):
         if rec.get("tuned"):
             state = {"FINISHED": optuna.trial.TrialState.COMPLETE, "KILLED": optuna.trial.TrialState.PRUNED}.get(
                 rec["status"], optuna.trial.TrialState.FAIL)
-            value = rec.get("objective") if state == optuna.trial.TrialState.COMPLETE else None
+            value = (rec.get("result") or {}).get("objective") if state == optuna.trial.TrialState.COMPLETE else None
             self.studies[c].add_trial(optuna.trial.create_trial(
                 params={"lr": rec["lr"]}, distributions={"lr": self.dist}, value=value, state=state))
 

@@ -74,20 +74,21 @@ class Tracker:
             if not token:
                 return keys - {None}
 
-    def log_trial(self, parent: str, study: str, rec: dict) -> str:
-        """One child run with params, curves, summary metrics, tags and final status."""
+    def log_trial(self, parent: str | None, study: str, rec: dict) -> str:
+        """One child run (a standalone run when ``parent`` is None) with params, curves, summary
+        metrics, tags and final status."""
         res = rec.get("result") or {}
         now = int(time.time() * 1000)
-        tags = {MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: rec["key"], STUDY_TAG: study,
+        tags = {MLFLOW_RUN_NAME: rec["key"], STUDY_TAG: study,
                 TRIAL_TAG: rec["key"], "orthoscale.cell": rec["cell"], "orthoscale.rerun": rec["rerun"],
                 "orthoscale.outcome": res.get("outcome", rec["status"].lower()),
                 "orthoscale.reason": str(res.get("reason") or rec.get("error") or "")[:5000],
                 "orthoscale.node": str(res.get("node", rec.get("node", ""))),
-                "orthoscale.device": str(res.get("device", ""))}
+                "orthoscale.device": str(res.get("device", "")), **({MLFLOW_PARENT_RUN_ID: parent} if parent else {})}
         run = self.client.create_run(self.experiment_id, start_time=int(rec.get("started", now / 1000) * 1000),
                                      tags=tags)
         run_id = run.info.run_id
-        params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec["trial_number"],
+        params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec.get("trial_number", 0),
                   **{f"cfg.{k}": v for k, v in flatten(rec["cfg"]).items() if not k.startswith("family.")}}
         for part in chunks([Param(k, str(v)[:6000]) for k, v in params.items()], 100):
             self.client.log_batch(run_id, params=part)

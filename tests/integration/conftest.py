@@ -1,0 +1,48 @@
+"""Real Ray (one embedded instance per test session), real MLflow SQLite stores, real Optuna."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+TINY = ["model.width=4", "stop.max_iters=300", "stop.stall_window=60", "search.report_every=20",
+        "tracking.curve_points=50"]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def plan_and_run(args: list[str], state: Path):
+    from orthoscale.study.compose import plan
+    from orthoscale.study.driver import run_study
+
+    (cfg, overrides, cells), = plan(args + [f"study.state_dir={state}"])
+    return run_study(cfg, cells, overrides + [f"study.state_dir={state}"], out=open(os.devnull, "w"))
+
+
+def runs(uri: str, experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=5000)
+
+
+def sweep_cmd(args: list[str]) -> list[str]:
+    return [PY, "-m", "orthoscale.sweep", *args]
+
+
+def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(sweep_cmd(args), cwd=ROOT, capture_output=True, text=True, timeout=600, **kw)

@@ -1,0 +1,122 @@
+"""End-to-end studies on a real local Ray, a real MLflow SQLite store and real Optuna."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import ROOT, TINY, plan_and_run, run_cli, runs, sweep_cmd
+
+pytestmark = pytest.mark.integration
+
+
+def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
+    res = plan_and_run(["model.depth=2,3", "seed=0", "search.trials=4", *TINY], tmp_path)
+    client, all_runs = runs(res.tracking_uri, "orthoscale-depth")
+    parents = [r for r in all_runs if r.data.tags.get("orthoscale.role") == "study"]
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8
+    keys = [c.data.tags["orthoscale.trial"] for c in children]
+    assert len(set(keys)) == 8
+    for c in children:
+        assert c.info.status in ("FINISHED", "KILLED")
+        assert "lr" in c.data.params and "cfg.model.depth" in c.data.params
+        assert c.data.tags["orthoscale.outcome"] in ("converged", "diverged", "stalled", "budget", "pruned")
+        assert c.data.tags["orthoscale.rerun"].startswith("python -m orthoscale.train")
+        if c.info.status == "FINISHED":
+            history = client.get_metric_history(c.info.run_id, "rel_excess")
+            assert len(history) >= 2 and history[0].step == 0
+    artifacts = {a.path for a in client.list_artifacts(res.parent_run_id)}
+    assert {"cells.csv", "scaling.json", "rate_vs_depth.png", "lr_vs_depth.png", "curves.png"} <= artifacts
+    assert "all" in res.scaling and "exponent" in res.scaling["all"]["one_minus_rate"]
+    # the best μ of each cell is the μ of its best child (least objective among finished children)
+    for row in res.rows:
+        mine = [c for c in children if c.data.tags["orthoscale.cell"] == row["cell"] and c.info.status == "FINISHED"]
+        best = min(mine, key=lambda c: c.data.metrics["objective"])
+        assert float(best.data.params["lr"]) == pytest.approx(row["best_lr"], rel=1e-12)
+
+
+def test_diverging_step_range_is_a_recorded_outcome(ray_local, tmp_path):
+    res = plan_and_run(["model.depth=2", "seed=0", "search.trials=3", "search.lr_min=50", "search.lr_max=1000",
+                        "search.pruner=none", *TINY], tmp_path)
+    _, all_runs = runs(res.tracking_uri, "orthoscale-depth")
+    children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
+    assert len(children) == 3
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["orthoscale.outcome"] for c in children} == {"diverged"}
+    assert res.rows[0]["diverged"] == 3 and res.rows[0]["best_rate"] is None
+
+
+def test_fixed_seed_at_concurrency_one_is_reproducible(ray_local, tmp_path):
+    args = ["model.depth=2", "seed=0,1", "search.trials=4", "ray.max_concurrent=1", "search.seed=7", *TINY]
+    a = plan_and_run(args, tmp_path / "a")
+    b = plan_and_run(args, tmp_path / "b")
+    key = lambda rec: (rec["key"], rec["lr"], (rec["result"] or {}).get("objective"))  # noqa: E731
+    from orthoscale.study.store import ResultStore
+
+    ra = sorted(map(key, ResultStore(a.folder).load()))
+    rb = sorted(map(key, ResultStore(b.folder).load()))
+    assert ra == rb and len(ra) == 8
+
+
+def test_override_changes_the_grid_and_bad_values_exit_2():
+    from orthoscale.study.compose import plan
+
+    (cfg, _, cells), = plan(["model.depth=2,4,8", "seed=5"])
+    assert [c.get("model.depth") for c in cells] == [2, 4, 8] and {c.get("seed") for c in cells} == {5}
+    for bad, key in (["model.depth=0"], "model.depth"), (["optim.retraction=polr"], "optim.retraction"), \
+                    (["family=nope"], "family"), (["search.lr_min=10", "search.lr_max=1"], "search.lr_min"):
+        out = run_cli(bad)
+        assert out.returncode == 2, out.stderr
+        lines = [ln for ln in out.stderr.strip().splitlines() if ln]
+        assert len(lines) == 1 and key in lines[0] and "Traceback" not in out.stderr
+
+
+def _children(state, parent=None):
+    from orthoscale.study.store import ResultStore
+
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    _, all_runs = runs(uri, "orthoscale-depth")
+    kids = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in all_runs if r.data.tags.get("orthoscale.role") == "study"]
+    return kids, parents
+
+
+def test_interrupted_study_resumes_without_duplicates(tmp_path):
+    args = ["model.depth=2,3", "seed=0", "search.trials=5", "ray.max_concurrent=1", "search.pruner=none",
+            "ray.num_cpus=1", *TINY]
+    whole = tmp_path / "whole"
+    assert run_cli(args + [f"study.state_dir={whole}"]).returncode == 0
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(sweep_cmd(args + [f"study.state_dir={cut}"]), cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list((cut / "studies").glob("*/results.jsonl")) if (cut / "studies").exists() else []
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            results = found[0]
+            break
+        time.sleep(0.2)
+    assert results is not None, "the study never finished three trials"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die together, mid-study
+    proc.wait()
+    done_before = len(results.read_text().splitlines())
+    assert done_before < 10
+    rerun = run_cli(args + [f"study.state_dir={cut}"])
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{done_before} already done" in rerun.stdout or "already done" in rerun.stdout
+    kids_whole, _ = _children(whole)
+    kids_cut, parents_cut = _children(cut)
+    assert len(parents_cut) == 1 and parents_cut[0].info.status == "FINISHED"
+    keys_cut = [k.data.tags["orthoscale.trial"] for k in kids_cut]
+    assert len(keys_cut) == len(set(keys_cut)) == 10
+    lr = lambda kids: {k.data.tags["orthoscale.trial"]: float(k.data.params["lr"]) for k in kids}  # noqa: E731
+    assert lr(kids_cut) == lr(kids_whole)
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert len({x["key"] for x in lines}) == len(lines) == 10
