@@ -40,7 +40,9 @@ def read_idx(path: Path, *, md5: str | None = None) -> np.ndarray:
     if md5 is not None and hashlib.md5(raw).hexdigest() != md5:
         raise MnistError(f"MNIST file {path} has MD5 {hashlib.md5(raw).hexdigest()}, expected {md5}: "
                          "delete it and run `make data`")
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+    if len(raw) < 4:
+        raise MnistError(f"MNIST file {path} is truncated: {len(raw)} bytes, shorter than an IDX header")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise MnistError(f"MNIST file {path} is not an IDX file of unsigned bytes (bad magic {raw[:4].hex()})")
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
@@ -54,6 +56,8 @@ def read_idx(path: Path, *, md5: str | None = None) -> np.ndarray:
 
 def load(root: Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(images (m, 28, 28) uint8, labels (m,) uint8) of ``split`` ∈ {train, t10k}, MD5-verified."""
+    if split not in ("train", "t10k"):
+        raise ValueError(f"data split={split!r} is not one of train, t10k")
     images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
     return (read_idx(Path(root) / images, md5=FILES[images]),
             read_idx(Path(root) / labels, md5=FILES[labels]))

@@ -109,6 +109,15 @@ def layers(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
     return [W for B in blocks for W in B]
 
 
+def check_blocks(blocks: list[torch.Tensor], arch: Architecture) -> None:
+    """ValueError unless ``blocks`` are laid out as ``arch.blocks()`` (count, rows, cols) each."""
+    got = [tuple(B.shape) for B in blocks]
+    want = [(b.count, b.rows, b.cols) for b in arch.blocks()]
+    if got != want:
+        raise ValueError(f"blocks of shapes {got} are not laid out for widths {list(arch.widths)} with "
+                         f"free_layer={arch.free_layer} (expected {want}); use network.stack(network.layers(blocks), arch)")
+
+
 def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:
     """The inverse of :func:`layers`: group W_1 … W_N into ``arch``'s blocks."""
     return [torch.stack(Ws[b.start:b.start + b.count]) for b in arch.blocks()]
@@ -126,13 +135,13 @@ def hidden_products(blocks: list[torch.Tensor]):
     T, carry = [], eye(d1)
     for B in blocks[1:]:
         pre = scan.prefix_products(B) @ carry
-        T.append(torch.cat([carry[None], pre[:-1]]))
+        T.append(torch.cat([carry[None], pre[:-1]]) if B.shape[0] > 1 else carry[None])  # k > 1 ⇒ square
         carry = pre[-1]
     top = carry
     S, carry = [None] * (len(blocks) - 1), eye(top.shape[0])
     for b in range(len(blocks) - 1, 0, -1):
         suf = carry @ scan.suffix_products(blocks[b])
-        S[b - 1] = torch.cat([suf[1:], carry[None]])
+        S[b - 1] = torch.cat([suf[1:], carry[None]]) if blocks[b].shape[0] > 1 else carry[None]
         carry = suf[0]
     return T, S, top
 

@@ -1,7 +1,8 @@
 """The training loop: a pure function of (problem, network, optimiser, stop rules) → Trajectory.
 
 Record t is the state after t steps. The tracked error is the relative excess loss
-r_t = (L_t − L*) / (L(0) − L*) (for the squared loss; the excess at t = 0 otherwise), which for a whitened
+r_t = (L_t − L*) / (L(0) − L*) (for the squared loss, with L* = 0 for nonlinear networks; the excess at
+t = 0 for other losses), which for a whitened
 teacher–student problem is ‖P_t − W*‖_F² / ‖W*‖_F².
 Stop rules, in order: diverged (non-finite, or L_t > factor · L_0), converged (r_t ≤ tol),
 stalled (the best excess fell by less than a fraction ``stall_improvement`` over ``stall_window`` steps),
@@ -18,7 +19,7 @@ import torch
 
 from .data import Problem
 from .losses import evaluate, resolve_path
-from .network import Architecture, orthonormality_error
+from .network import Architecture, check_blocks, orthonormality_error
 from .optim import Optimizer, step
 
 OUTCOMES = ("converged", "diverged", "stalled", "budget", "pruned")
@@ -72,6 +73,10 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
           callback: Callback | None = None, callback_every: int = 50) -> tuple[Trajectory, list[torch.Tensor]]:
     """Run the optimiser from ``blocks`` until a stop rule fires; returns (trajectory, final blocks)."""
     path = resolve_path(arch, loss, path)
+    check_blocks(blocks, arch)
+    if (problem.X.shape[0], problem.Y.shape[0]) != (arch.widths[0], arch.widths[-1]):
+        raise ValueError(f"the problem maps d_0={problem.X.shape[0]} to d_N={problem.Y.shape[0]} but the network's "
+                         f"widths are {list(arch.widths)}")
     traj, start = Trajectory(), time.perf_counter()
     target = problem.target
     target_norm = float(torch.linalg.matrix_norm(target)) if target is not None else None
@@ -80,8 +85,7 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
         ev = evaluate(blocks, arch, problem, loss, path)
         value, excess = float(ev.loss), float(ev.excess)
         if reference is None:
-            mom = problem.moments
-            reference = (mom.loss_zero - mom.loss_star) if path == "fast" or loss == "squared" else excess
+            reference = problem.moments.loss_zero - float(ev.loss - ev.excess) if loss == "squared" else excess
             reference = reference if reference > 0 else 1.0
         traj.loss.append(value)
         traj.rel_excess.append(excess / reference)

@@ -57,6 +57,7 @@ class CellSearch(Searcher):
         self.used: list[set[int]] = [set() for _ in cells]
         self.live: dict[str, tuple[int, int, optuna.trial.Trial | None]] = {}
         self.pruned: set[str] = set()
+        self.last_step: dict[str, int] = {}
         for rec in finished:
             self._replay(rec)
 
@@ -95,8 +96,9 @@ class CellSearch(Searcher):
     def report(self, trial_id: str, value: float, step: int) -> bool:
         """Feed an intermediate value to the cell's pruner; True when the trial should stop."""
         c, _, otrial = self.live.get(trial_id, (None, None, None))
-        if otrial is None or not math.isfinite(value):
-            return False
+        if otrial is None or not math.isfinite(value) or step <= self.last_step.get(trial_id, -1):
+            return False  # a retried trial starts over: its repeated steps are already known
+        self.last_step[trial_id] = step
         otrial.report(value, step)
         if otrial.should_prune():
             self.pruned.add(trial_id)

@@ -83,7 +83,8 @@ class Tracker:
                 TRIAL_TAG: rec["key"], "orthoscale.cell": rec["cell"], "orthoscale.rerun": rec["rerun"],
                 "orthoscale.outcome": res.get("outcome", rec["status"].lower()),
                 "orthoscale.reason": str(res.get("reason") or rec.get("error") or "")[:5000],
-                "orthoscale.node": str(res.get("node", rec.get("node", ""))),
+                "orthoscale.node": str(res.get("node", "")),
+                "orthoscale.node_id": str(res.get("node_id") or rec.get("node") or ""),
                 "orthoscale.device": str(res.get("device", "")), **({MLFLOW_PARENT_RUN_ID: parent} if parent else {})}
         run = self.client.create_run(self.experiment_id, start_time=int(rec.get("started", now / 1000) * 1000),
                                      tags=tags)
