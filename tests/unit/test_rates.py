@@ -1,0 +1,142 @@
+"""Linear-rate fits on synthetic sequences, iterations to a tolerance, power-law fits."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from orthoscale import rates
+
+
+def geometric(rho, steps, noise=0.0, seed=0, c=1.0):
+    """c ρ^t (1 + noise ε_t), ε standard Gaussian (clipped so the values stay positive)."""
+    t = np.arange(steps, dtype=np.float64)
+    eps = np.clip(np.random.default_rng(seed).standard_normal(steps), -3, 3)
+    return c * rho ** t * (1 + noise * eps)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.01, 0.05])
+@pytest.mark.parametrize("rho,steps", [(0.5, 60), (0.9, 300), (0.99, 2500)])
+def test_recovers_rate_of_noisy_geometric_sequence(rho, steps, noise):
+    fit = rates.fit_rate(geometric(rho, steps, noise, seed=int(rho * 100)))
+    assert fit.found and fit.reason == "linear phase"
+    assert abs(fit.rate - rho) <= 1e-3
+    assert fit.start == 0 and fit.end >= steps - 2
+    assert fit.r2 >= 0.99 and fit.drift <= 0.05
+    if noise == 0.0:
+        assert fit.rate == pytest.approx(rho, rel=1e-12)
+
+
+@pytest.mark.parametrize("values", [1.0 / np.arange(1, 5001), 1.0 / np.arange(1, 5001) ** 2,
+                                    1.0 / np.sqrt(np.arange(1, 5001)), 3.0 / np.arange(10, 2010) ** 1.5])
+def test_refuses_sublinear_curves(values):
+    fit = rates.fit_rate(values)
+    assert fit.rate is None and not fit.found
+    assert fit.reason.startswith("no linear phase")
+
+
+def test_refuses_a_flat_or_short_sequence():
+    flat = rates.fit_rate(np.full(500, 0.3))
+    assert not flat.found and flat.reason.startswith("no linear phase")
+    short = rates.fit_rate(geometric(0.5, 8))
+    assert not short.found and "only 8 usable points" in short.reason
+
+
+@pytest.mark.parametrize("floor_noise", [0.0, 0.3])
+def test_geometric_then_floor(floor_noise):
+    """ρ^t down to a floor of 1e-12 where it flattens into (noisy) rounding: the window stops at the floor."""
+    rho, knee, steps = 0.8, 124, 400  # 0.8^124 ≈ 1e-12
+    v = geometric(rho, steps, 0.01, seed=1)
+    rng = np.random.default_rng(2)
+    v[knee:] = 1e-12 * np.exp(floor_noise * rng.standard_normal(steps - knee))
+    fit = rates.fit_rate(v)
+    assert fit.found
+    assert abs(fit.rate - rho) <= 1e-3
+    assert fit.start == 0
+    assert knee - 15 <= fit.end <= knee + 3
+
+
+def test_floor_on_a_steep_descent():
+    rho = 0.3
+    v = np.maximum(rho ** np.arange(200.0), 1e-30) * (1 + 0.01 * np.sin(np.arange(200.0)))
+    fit = rates.fit_rate(v)
+    assert fit.found and abs(fit.rate - rho) <= 1e-3 and fit.end <= 60
+
+
+def test_skips_an_initial_plateau():
+    """Flat for 80 steps then ρ^t: the window starts after (most of) the plateau."""
+    rho = 0.9
+    v = np.concatenate([np.ones(80), geometric(rho, 300, 0.01, seed=3)])
+    fit = rates.fit_rate(v)
+    assert fit.found
+    assert fit.start >= 60
+    assert abs(fit.rate - rho) <= 1e-3
+    whole = np.polyfit(np.arange(v.size), np.log(v), 1)[0]
+    assert abs(math.exp(whole) - rho) > 1e-2  # a fit from t = 0 would be far off
+
+
+def test_fast_initial_transient():
+    """A fast mode dying out (100·0.3^t) on top of the slow one (0.9^t): the slow rate is found."""
+    t = np.arange(300.0)
+    fit = rates.fit_rate(100 * 0.3 ** t + 0.9 ** t)
+    assert fit.found and abs(fit.rate - 0.9) <= 1e-3
+
+
+def test_stops_at_the_first_non_finite_or_non_positive_value():
+    v = geometric(0.7, 100)
+    v[60] = np.nan
+    fit = rates.fit_rate(v)
+    assert fit.found and fit.end <= 59 and fit.rate == pytest.approx(0.7, rel=1e-10)
+    w = geometric(0.7, 100)
+    w[50] = 0.0
+    assert rates.fit_rate(w).end <= 49
+
+
+def test_iterations_to():
+    v = [1.0, 0.5, 0.1, 0.01, 0.2, 1e-5]
+    assert rates.iterations_to(v, 0.1) == 2
+    assert rates.iterations_to(v, 0.05) == 3
+    assert rates.iterations_to(v, 1e-5) == 5
+    assert rates.iterations_to(v, 1e-6) is None
+    assert rates.iterations_to(v, 2.0) == 0
+    assert rates.iterations_to(geometric(0.5, 60), 1e-9) == math.ceil(9 * math.log(10) / math.log(2))
+
+
+def test_power_law_exact():
+    x = np.array([2, 4, 8, 16, 32, 64], dtype=np.float64)
+    fit = rates.fit_power_law(x, 3.0 * x ** 1.5)
+    assert fit.exponent == pytest.approx(1.5, rel=1e-12)
+    assert fit.prefactor == pytest.approx(3.0, rel=1e-12)
+    assert fit.points == 6 and fit.stderr <= 1e-12
+
+
+def test_power_law_with_noise_covers_the_truth():
+    rng = np.random.default_rng(4)
+    x = np.repeat([2, 4, 8, 16, 32, 64, 128], 5).astype(np.float64)
+    y = 0.7 * x ** -1.2 * np.exp(0.1 * rng.standard_normal(x.size))
+    fit = rates.fit_power_law(x, y)
+    assert fit.ci[0] < -1.2 < fit.ci[1]
+    assert fit.ci[1] - fit.ci[0] < 0.1
+    assert fit.ci[0] < fit.exponent < fit.ci[1] and fit.points == 35
+    assert fit.prefactor == pytest.approx(0.7, rel=0.15)
+
+
+def test_power_law_interval_has_95_percent_coverage():
+    rng = np.random.default_rng(5)
+    x = np.repeat([3, 6, 12, 24], 3).astype(np.float64)
+    hits = 0
+    for _ in range(1000):
+        fit = rates.fit_power_law(x, 2.0 * x ** 0.8 * np.exp(0.2 * rng.standard_normal(x.size)))
+        hits += fit.ci[0] <= 0.8 <= fit.ci[1]
+    assert 0.93 <= hits / 1000 <= 0.97
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_power_law_input_checks():
+    with pytest.raises(ValueError, match="two distinct x"):
+        rates.fit_power_law([4, 4, 4], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="two distinct x"):
+        rates.fit_power_law([1, 2, 3], [0.0, -1.0, 2.0])  # only one usable (positive) point
+    two = rates.fit_power_law([1, 10], [1.0, 100.0])
+    assert two.exponent == pytest.approx(2.0) and math.isnan(two.stderr)
