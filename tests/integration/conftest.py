@@ -14,7 +14,7 @@ TINY = ["model.width=4", "stop.max_iters=300", "stop.stall_window=60", "search.r
         "tracking.curve_points=50"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
     import ray
 
