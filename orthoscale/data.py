@@ -38,6 +38,8 @@ class Problem:
 
 def second_moments(X: torch.Tensor, Y: torch.Tensor) -> Moments:
     """Σ_xx, Σ_yx, P*, L*, L(0) from samples (columns of X and Y), in one pass over the data."""
+    if not (bool(torch.isfinite(X).all()) and bool(torch.isfinite(Y).all())):
+        raise ValueError("the data contain non-finite values (NaN or ±inf): no second moments")
     m = X.shape[1]
     sxx = X @ X.mT / m
     syx = Y @ X.mT / m

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from .study.config import ConfigError
+from .study.secrets import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         studies = plan(overrides, multirun)
     except ConfigError as err:
-        print(f"orthoscale: invalid config: {err}", file=sys.stderr)
+        print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
         return 2
     if show:
         from .study.tracking import dumps
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_study(cfg, cells, ov)
         except ConfigError as err:
-            print(f"orthoscale: invalid config: {err}", file=sys.stderr)
+            print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
             return 2
         print(result.text)
         print(f"\nrecord: {result.tracking_uri} · experiment {cfg.tracking.experiment or 'orthoscale-' + cfg.family.name}"

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
@@ -47,8 +48,9 @@ def _explain(err: Exception, overrides: list[str]) -> ConfigError:
 
 def _compose(overrides: list[str]) -> dict:
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        if not GlobalHydra.instance().is_initialized():  # once per process: later compositions reuse it
+            initialize_config_dir(config_dir=str(CONF), version_base="1.3")
+        cfg = compose("config", overrides=overrides)
         return OmegaConf.to_container(cfg, resolve=False)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise _explain(err, overrides) from None
@@ -74,6 +76,9 @@ def plan(args: list[str], multirun: bool = False) -> list[tuple[Config, list[str
     out = []
     for overrides, axes in runs:
         raw = _compose(overrides)
+        if not isinstance(raw.get("family"), dict) or not isinstance(raw["family"].get("grid"), dict):
+            raise ConfigError(f"family.grid={raw.get('family', {}).get('grid')!r}: must be a mapping of "
+                              "config keys to lists of values")
         for ov in OverridesParser.create().parse_overrides(overrides):
             if ov.key_or_group in raw["family"]["grid"]:  # a plain value pins a grid axis
                 axes.setdefault(ov.key_or_group, [get_path(resolve(raw), ov.key_or_group)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from pathlib import Path
 from . import report
 from .cells import Cell
 from .compose import PROJECT
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .search import CellSearch
 from .store import ResultStore
+from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
 
 RESULT_SECTIONS = ("model", "data", "optim", "stop", "search", "family", "seed")
@@ -65,8 +67,8 @@ def git_commit() -> str:
 class StudyResult:
     name: str
     folder: Path
-    parent_run_id: str
-    experiment_id: str
+    parent_run_id: str | None
+    experiment_id: str | None
     tracking_uri: str
     rows: list[dict]
     scaling: dict
@@ -84,46 +86,104 @@ def data_root(cfg_dict: dict, state: Path) -> dict:
     return cfg_dict
 
 
-def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout) -> StudyResult:
+def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cell], out):
+    """(tracker, parent run id), or (None, None) when the store cannot be reached: the study goes on,
+    its results stay in the study folder, and ``python -m orthoscale.sync`` replays them later."""
+    uri, experiment = tracking_uri(cfg), experiment_name(cfg)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # bounded: an outage costs seconds, not minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        tracker = Tracker(uri, experiment, artifact_location(cfg, experiment))
+        parent, _ = tracker.open_parent(
+            name, params={"family": cfg.family.name, "grid": json.dumps(cfg.family.grid), "cells": len(cells),
+                          "search": to_dict(cfg)["search"], "max_concurrent": cfg.ray.max_concurrent or "auto",
+                          "cpus_per_trial": cfg.ray.cpus_per_trial, "gpus_per_trial": cfg.ray.gpus_per_trial},
+            tags={"orthoscale.command": shlex.join(["python", "-m", "orthoscale.sweep", *overrides]),
+                  "orthoscale.overrides": " ".join(overrides), "orthoscale.git_commit": git_commit(),
+                  "mlflow.note.content": cfg.family.description})
+        return tracker, parent
+    except Exception as err:  # noqa: BLE001 — any failure to reach tracking must not cost the study
+        print(f"warning: MLflow at {redact(uri)} is unreachable ({type(err).__name__}: "
+              f"{redact(str(err)).splitlines()[0][:200]}); results are kept in the study folder — "
+              f"replay them with: python -m orthoscale.sync {name}", file=out, flush=True)
+        return None, None
+
+
+def _close_tracking(tracker, parent, cfg, overrides, folder, result, out) -> bool:
+    try:
+        tracker.client.log_text(parent, dumps({"config": redact(to_dict(cfg)), "overrides": overrides}),
+                                "config.json")
+        log_artifacts(tracker, parent, folder / "report")
+        for series, law in result["scaling"].items():
+            tracker.client.log_metric(parent, "rate_exponent", law["one_minus_rate"]["exponent"])
+            tracker.client.set_tag(parent, f"orthoscale.law.{series}", json.dumps(law))
+        tracker.finish(parent, "FINISHED")
+        return True
+    except Exception as err:  # noqa: BLE001
+        print(f"warning: the study's report did not reach MLflow ({type(err).__name__}); "
+              "rerun the command or python -m orthoscale.sync to replay it", file=out, flush=True)
+        return False
+
+
+def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout,
+              run_trials: bool = True) -> StudyResult:
+    """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
     state = state_dir(cfg)
-    cells = [Cell(c.index, c.values, c.settings, data_root(c.config, state)) for c in cells]
+    overrides = redact(list(overrides))
+    cells = [Cell(c.index, c.values, c.settings, redact(data_root(c.config, state))) for c in cells]
     name = study_name(cfg, cells)
     folder = state / "studies" / name
-    if not cfg.study.resume and (folder / "results.jsonl").exists():
+    if not cfg.study.resume and run_trials and (folder / "results.jsonl").exists():
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder = state / "studies" / name
+    check_inputs(cells)
     store = ResultStore(folder)
     finished = store.load()
-    (folder / "config.json").write_text(dumps({"config": to_dict(cfg), "overrides": overrides,
-                                               "cells": [c.config for c in cells]}))
-    uri, experiment = tracking_uri(cfg), experiment_name(cfg)
-    tracker = Tracker(uri, experiment, artifact_location(cfg, experiment))
-    concurrency = cfg.ray.max_concurrent or "auto"
-    parent, reused = tracker.open_parent(
-        name, params={"family": cfg.family.name, "grid": json.dumps(cfg.family.grid), "cells": len(cells),
-                      "search": to_dict(cfg)["search"], "max_concurrent": concurrency,
-                      "cpus_per_trial": cfg.ray.cpus_per_trial, "gpus_per_trial": cfg.ray.gpus_per_trial},
-        tags={"orthoscale.command": shlex.join(["python", "-m", "orthoscale.sweep", *overrides]),
-              "orthoscale.overrides": " ".join(overrides), "orthoscale.git_commit": git_commit(),
-              "mlflow.note.content": cfg.family.description})
+    save_plan(folder, cfg, overrides, cells)
+    tracker, parent = _open_tracking(cfg, name, overrides, cells, out)
     writer = TrackingWriter(tracker, parent, name)
     for rec in finished:  # replays any record that did not reach tracking before an interruption
         writer.submit(rec)
     searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
-          f"{f', {len(finished)} already done' if finished else ''} · MLflow {uri}", file=out, flush=True)
-    if searcher.remaining():
+          f"{f', {len(finished)} already done' if finished else ''} · MLflow {redact(tracking_uri(cfg))}",
+          file=out, flush=True)
+    if searcher.remaining() and run_trials:
         _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out)
     writer.close()
     result = report.write(folder / "report", cells, store.load())
-    tracker.client.log_text(parent, dumps({"config": to_dict(cfg), "overrides": overrides}), "config.json")
-    log_artifacts(tracker, parent, folder / "report")
-    for series, law in result["scaling"].items():
-        tracker.client.log_metric(parent, "rate_exponent", law["one_minus_rate"]["exponent"])
-        tracker.client.set_tag(parent, f"orthoscale.law.{series}", json.dumps(law))
-    tracker.finish(parent, "FINISHED")
-    return StudyResult(name, folder, parent, tracker.experiment_id, uri, result["rows"], result["scaling"],
-                       result["text"], writer.seconds, writer.logged, writer.failed)
+    synced = tracker is not None and _close_tracking(tracker, parent, cfg, overrides, folder, result, out)
+    return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),
+                       result["rows"], result["scaling"], result["text"], writer.seconds, writer.logged,
+                       writer.failed + ([] if synced else ["<parent report>"]))
+
+
+def check_inputs(cells: list[Cell]) -> None:
+    """Data files every cell needs are present and intact, before any trial starts."""
+    from .. import mnist
+
+    for root in sorted({c.config["data"]["root"] for c in cells if c.config["data"]["kind"] == "mnist"}):
+        for name, md5 in mnist.FILES.items():
+            if name.startswith("train"):
+                try:
+                    mnist.read_idx(Path(root) / name, md5=md5)
+                except mnist.MnistError as err:
+                    raise ConfigError(f"data.root={root}: {err}") from None
+
+
+def save_plan(folder: Path, cfg: Config, overrides: list[str], cells: list[Cell]) -> None:
+    """Everything needed to resume or sync the study without the configs that composed it."""
+    (folder / "config.json").write_text(dumps({
+        "config": redact(to_dict(cfg)), "overrides": overrides,
+        "cells": [{"index": c.index, "values": c.values, "settings": c.settings, "config": c.config}
+                  for c in cells]}))
+
+
+def load_plan(folder: Path) -> tuple[dict, list[str], list[Cell]]:
+    plan = json.loads((folder / "config.json").read_text())
+    cells = [Cell(c["index"], tuple(map(tuple, c["values"])), tuple(map(tuple, c["settings"])), c["config"])
+             for c in plan["cells"]]
+    return plan["config"], plan["overrides"], cells
 
 
 def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out) -> None:

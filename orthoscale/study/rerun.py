@@ -10,6 +10,7 @@ import sys
 import time
 
 from .config import ConfigError
+from .secrets import redact
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,9 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (cfg, overrides, cells), = plan(args + ["family.grid={}"])
     except ConfigError as err:
-        print(f"orthoscale: invalid config: {err}", file=sys.stderr)
+        print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
         return 2
-    config = data_root(cells[0].config, state_dir(cfg))
+    config = redact(data_root(cells[0].config, state_dir(cfg)))
     result = run_trial(config)
     from .tracking import Tracker
 
@@ -32,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     now = time.time()
     rec = {"key": f"rerun-{time.strftime('%Y%m%d-%H%M%S')}", "cell": cells[0].id, "trial_number": 0,
            "lr": result["lr"], "status": "FINISHED", "result": result, "cfg": config, "started": now - result["seconds"],
-           "ended": now, "rerun": shlex.join(["python", "-m", "orthoscale.train", *args])}
+           "ended": now, "rerun": redact(shlex.join(["python", "-m", "orthoscale.train", *args]))}
     run_id = tracker.log_trial(None, "rerun", rec)
     rate = f"{result['rate']:.6f}" if result["rate"] is not None else "none"
     print(f"outcome {result['outcome']} after {result['steps']} steps ({result['reason']}) · μ={result['lr']:.6g} · "
           f"ρ={rate} · iterations to tol {result['iters_to_tol']} · final relative excess "
-          f"{result['final_rel_excess']:.3e}\nMLflow run {run_id} in {experiment} ({tracking_uri(cfg)})")
+          f"{result['final_rel_excess']:.3e}\nMLflow run {run_id} in {experiment} ({redact(tracking_uri(cfg))})")
     return 0

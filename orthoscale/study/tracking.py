@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from .secrets import split_credentials
 
 log = logging.getLogger("orthoscale.tracking")
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
@@ -43,6 +46,8 @@ class Tracker:
     """Thin, explicit wrapper of MlflowClient for the study's runs."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
+        os.environ.update(env)
         self.client = MlflowClient(uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -107,11 +112,12 @@ class Tracker:
 
 
 class TrackingWriter:
-    """Logs records on a background thread, each trial once; counts time spent and failures."""
+    """Logs records on a background thread, each trial once; counts time spent and failures.
+    Without a tracker (store unreachable) every record is counted as not logged."""
 
-    def __init__(self, tracker: Tracker, parent: str, study: str, retries: int = 3):
+    def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3):
         self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
-        self.done = tracker.logged_trials(parent)
+        self.done = tracker.logged_trials(parent) if tracker else set()
         self.queue: queue.Queue = queue.Queue()
         self.seconds, self.logged, self.failed = 0.0, 0, []
         self.thread = threading.Thread(target=self._run, name="orthoscale-tracking", daemon=True)
@@ -123,6 +129,9 @@ class TrackingWriter:
     def _run(self) -> None:
         while (rec := self.queue.get()) is not None:
             if rec["key"] in self.done:
+                continue
+            if self.tracker is None:
+                self.failed.append(rec["key"])
                 continue
             start = time.perf_counter()
             for attempt in range(self.retries):

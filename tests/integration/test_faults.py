@@ -1,0 +1,186 @@
+"""Nothing lost, nobody in: tracking outages, worker crashes, numerical faults, bad input, secrets."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orthoscale.train import OUTCOMES
+
+from .conftest import ROOT, TINY, plan_and_run, run_cli, runs
+
+pytestmark = pytest.mark.integration
+LONG = ["model.width=16", "model.depth=16", "stop.tol=1e-300", "stop.max_iters=2500", "stop.stall_window=3000",
+        "search.pruner=none", "tracking.curve_points=20"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder."""
+
+    def __init__(self, root: Path, port: int):
+        self.root, self.port, self.uri = root, port, f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
+             str(root / "server-artifacts")],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=open(root / "server.log", "w"),
+            stderr=subprocess.STDOUT)
+        import urllib.request
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def test_unreachable_tracking_keeps_results_and_sync_replays_them_once(ray_local, tmp_path):
+    port = _free_port()  # nothing listens there yet
+    uri = f"http://127.0.0.1:{port}"
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        res = plan_and_run(["model.depth=2", "seed=0", "search.trials=3", f"tracking.uri={uri}", *TINY],
+                           tmp_path / "state")
+    finally:
+        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert res.parent_run_id is None and len(res.unlogged) >= 3
+    lines = (res.folder / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    server = MlflowServer(tmp_path, port)
+    try:
+        for attempt in range(2):  # a second sync must not duplicate anything
+            out = subprocess.run([sys.executable, "-m", "orthoscale.sync", res.name,
+                                  f"study.state_dir={tmp_path / 'state'}", f"tracking.uri={uri}"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, out.stderr[-2000:]
+        _, all_runs = runs(uri, "orthoscale-depth")
+        parents = [r for r in all_runs if r.data.tags.get("orthoscale.role") == "study"]
+        kids = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert sorted(k.data.tags["orthoscale.trial"] for k in kids) == sorted(json.loads(x)["key"] for x in lines)
+    finally:
+        server.stop()
+
+
+def _kill_a_trial_worker_when_running(deadline: float) -> int | None:
+    me = psutil.Process(os.getpid())
+    while time.time() < deadline:
+        workers = [p for p in me.children(recursive=True) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
+        if workers:
+            time.sleep(1.0)  # let it get into the trial
+            workers[0].send_signal(signal.SIGKILL)
+            return workers[0].pid
+        time.sleep(0.1)
+    return None
+
+
+@pytest.mark.parametrize("failures,status", [(0, "FAILED"), (2, "FINISHED")])
+def test_killed_worker_is_retried_or_recorded_failed(ray_local, tmp_path, failures, status):
+    box = {}
+    args = ["model.depth=16", "seed=0", "search.trials=2", "ray.max_concurrent=1", f"ray.max_failures={failures}",
+            *LONG]
+    thread = threading.Thread(target=lambda: box.setdefault("res", plan_and_run(args, tmp_path)))
+    thread.start()
+    assert _kill_a_trial_worker_when_running(time.time() + 120) is not None
+    thread.join(timeout=600)
+    res = box["res"]
+    recs = [json.loads(x) for x in (res.folder / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and len({r["key"] for r in recs}) == 2
+    first = min(recs, key=lambda r: r["trial_number"])
+    assert first["status"] == status
+    if status == "FAILED":
+        assert first["error"]  # the reason is recorded
+    _, all_runs = runs(res.tracking_uri, "orthoscale-depth")
+    kids = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
+    assert sorted(k.info.status for k in kids) == sorted(r["status"] for r in recs)
+
+
+@pytest.mark.parametrize("override", [
+    ["optim.lr=1e-12"], ["optim.lr=1e3"], ["data.condition=1e8"], ["model.depth=1"], ["model.depth=128"],
+    ["model.width=1", "data.input_dim=16", "data.output_dim=16"], ["model.free_layer=none", "model.depth=1"],
+    ["optim.retraction=cayley", "optim.lr=50"], ["optim.retraction=qr", "optim.lr=1e3"],
+    ["optim.method=gd", "optim.lr=1e3"], ["stop.max_seconds=0.05", "model.depth=128", "stop.tol=1e-300"],
+])
+def test_numerical_extremes_end_in_a_recorded_outcome(override):
+    from orthoscale.study.compose import plan
+    from orthoscale.study.trial import run_trial
+
+    (cfg, _, cells), = plan(["family.grid={}", "optim.protocol=fixed", "stop.max_iters=400", *override])
+    res = run_trial(cells[0].config)
+    assert res["outcome"] in OUTCOMES and res["reason"]
+    if "stop.max_seconds=0.05" in override:
+        assert "time limit" in res["reason"]
+
+
+def test_non_finite_values_are_a_clear_error_or_a_diverged_outcome():
+    import torch
+
+    from orthoscale import data, init, optim, train
+    from orthoscale.network import Architecture
+
+    arch = Architecture((4,) * 4)
+    g = torch.Generator().manual_seed(0)
+    prob = data.teacher_student(arch, samples=8, generator=g)
+    X = prob.X.clone()
+    X[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        data.second_moments(X, prob.Y)
+    blocks = init.random_blocks(arch, generator=g)
+    blocks[0] = blocks[0].clone()
+    blocks[0][0, 0, 0] = float("inf")
+    traj, _ = train.train(prob, arch, blocks, optim.Optimizer(0.1))
+    assert traj.outcome == "diverged" and "non-finite" in traj.reason
+
+
+def test_gpu_request_without_gpus_exits_2(tmp_path):
+    out = run_cli(["model.depth=2", "seed=0", "search.trials=1", "ray.gpus_per_trial=1", "ray.num_cpus=1",
+                   f"study.state_dir={tmp_path}"])
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("orthoscale: invalid config: ray.gpus_per_trial=1")
+
+
+def test_missing_mnist_is_a_config_error_before_any_trial(tmp_path):
+    out = run_cli(["family=mnist", f"data.root={tmp_path / 'nowhere'}", f"study.state_dir={tmp_path}"])
+    assert out.returncode == 2 and "make data" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_planted_secret_reaches_no_param_tag_artifact_or_log(ray_local, tmp_path, capsys):
+    secret = "Sup3rSecretPw"
+    port = _free_port()
+    server = MlflowServer(tmp_path, port)
+    try:
+        uri = f"http://orthoscale:{secret}@127.0.0.1:{port}"
+        res = plan_and_run(["model.depth=2", "seed=0", "search.trials=2", f"tracking.uri={uri}", *TINY],
+                           tmp_path / "state")
+        assert res.parent_run_id
+        out = subprocess.run([sys.executable, "-m", "orthoscale.train", "model.depth=2", "optim.protocol=fixed",
+                              f"tracking.uri={uri}", f"study.state_dir={tmp_path / 'state'}", *TINY],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert secret not in out.stdout + out.stderr + capsys.readouterr().out
+    finally:
+        server.stop()
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaks, leaks  # server DB, artifacts, study folder, Ray's trial configs, server log
