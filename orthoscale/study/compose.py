@@ -56,12 +56,13 @@ def _compose(overrides: list[str]) -> dict:
         raise _explain(err, overrides) from None
 
 
-def plan(args: list[str], multirun: bool = False) -> list[tuple[Config, list[str], list[Cell]]]:
+def plan(args: list[str], multirun: bool = False, grid: bool = True) -> list[tuple[Config, list[str], list[Cell]]]:
     """(config, overrides, validated cells) per study; every cell of every study is checked before any runs.
 
     Cells are resolved from the unresolved composition, so interpolations (``${model.width}``) follow
     each cell's grid values. The study-level sections (search, ray, tracking, study) are the same in
-    every cell; the returned config is the first cell's."""
+    every cell; the returned config is the first cell's. ``grid=False`` ignores the family's grid: the
+    overrides alone define a single cell (reruns of one trial)."""
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as err:
@@ -79,6 +80,8 @@ def plan(args: list[str], multirun: bool = False) -> list[tuple[Config, list[str
         if not isinstance(raw.get("family"), dict) or not isinstance(raw["family"].get("grid"), dict):
             raise ConfigError(f"family.grid={raw.get('family', {}).get('grid')!r}: must be a mapping of "
                               "config keys to lists of values")
+        if not grid:
+            raw["family"]["grid"] = {}
         for ov in OverridesParser.create().parse_overrides(overrides):
             if ov.key_or_group in raw["family"]["grid"]:  # a plain value pins a grid axis
                 axes.setdefault(ov.key_or_group, [get_path(resolve(raw), ov.key_or_group)])

@@ -285,3 +285,26 @@ def validate(raw: dict) -> Config:
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def markdown_table() -> str:
+    """README's table of every key: generated from this schema, so docs cannot drift from the code."""
+    def kind(tp) -> str:
+        name = getattr(tp, "__name__", None) or str(tp)
+        return str(tp).replace("typing.", "") if name in ("Optional", "Union") or "|" in str(tp) else name
+
+    def allowed(meta: dict) -> str:
+        if "choices" in meta:
+            return " \\| ".join(meta["choices"])
+        words = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+        return ", ".join(f"{words[k]} {v:g}" for k, v in meta.items() if k in words)
+
+    rows = ["| key | type | default | allowed |", "|---|---|---|---|"]
+    for key, (tp, default, meta) in leaf_keys().items():
+        shown = "{…}" if isinstance(default, dict) else ("null" if default is None else default)
+        rows.append(f"| `{key}` | {kind(tp)} | `{shown}` | {allowed(meta)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

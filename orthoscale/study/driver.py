@@ -111,8 +111,7 @@ def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cel
 
 def _close_tracking(tracker, parent, cfg, overrides, folder, result, out) -> bool:
     try:
-        tracker.client.log_text(parent, dumps({"config": redact(to_dict(cfg)), "overrides": overrides}),
-                                "config.json")
+        tracker.client.log_artifact(parent, str(folder / "config.json"))
         log_artifacts(tracker, parent, folder / "report")
         for series, law in result["scaling"].items():
             tracker.client.log_metric(parent, "rate_exponent", law["one_minus_rate"]["exponent"])
@@ -175,14 +174,12 @@ def save_plan(folder: Path, cfg: Config, overrides: list[str], cells: list[Cell]
     """Everything needed to resume or sync the study without the configs that composed it."""
     (folder / "config.json").write_text(dumps({
         "config": redact(to_dict(cfg)), "overrides": overrides,
-        "cells": [{"index": c.index, "values": c.values, "settings": c.settings, "config": c.config}
-                  for c in cells]}))
+        "cells": [c.to_dict() for c in cells]}))
 
 
 def load_plan(folder: Path) -> tuple[dict, list[str], list[Cell]]:
     plan = json.loads((folder / "config.json").read_text())
-    cells = [Cell(c["index"], tuple(map(tuple, c["values"])), tuple(map(tuple, c["settings"])), c["config"])
-             for c in plan["cells"]]
+    cells = [Cell.from_dict(c) for c in plan["cells"]]
     return plan["config"], plan["overrides"], cells
 
 

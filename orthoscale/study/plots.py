@@ -75,3 +75,41 @@ def render(folder: Path, cells, rows, records, laws) -> None:
     fig.tight_layout()
     fig.savefig(folder / "curves.png", dpi=120)
     plt.close(fig)
+    landscape(folder, cells, records)
+
+
+MARKERS = {"converged": ("o", "C2"), "diverged": ("x", "C3"), "stalled": ("v", "C1"), "budget": ("^", "C1"),
+           "pruned": (".", "0.6"), "failed": ("s", "k")}
+
+
+def landscape(folder: Path, cells, records) -> None:
+    """Objective (steps to tolerance) against μ per cell, one small panel each, outcomes marked."""
+    cols = min(5, len(cells))
+    rows = -(-len(cells) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
+    by_cell = defaultdict(list)
+    for rec in records:
+        by_cell[rec["cell_index"]].append(rec)
+    for ax, cell in zip(axes.flat, cells):
+        for rec in by_cell.get(cell.index, []):
+            res = rec.get("result") or {}
+            outcome = res.get("outcome", "failed") if rec["status"] != "FAILED" else "failed"
+            marker, color = MARKERS.get(outcome, ("s", "k"))
+            if res.get("objective") is not None and rec.get("lr"):
+                ax.scatter(rec["lr"], res["objective"], marker=marker, color=color, s=18)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(cell.id, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("objective (steps)", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("step size μ", fontsize=7)
+    handles = [plt.Line2D([], [], marker=m, color=c, ls="", label=o) for o, (m, c) in MARKERS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=len(MARKERS), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(folder / "landscape.png", dpi=110)
+    plt.close(fig)

@@ -57,11 +57,7 @@ class Progress(Callback):
         if self.tty:
             self.stream.write("\n")
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running += 1
-
     def _ended(self, trial):
-        self.running = max(self.running - 1, 0)
         c = trial.config.get("cell_index")
         self.per_cell[c] = self.per_cell.get(c, 0) + 1
         return c
@@ -83,4 +79,5 @@ class Progress(Callback):
         self.failed += 1
 
     def on_step_end(self, iteration, trials, **info):
+        self.running = sum(1 for t in trials if t.status == "RUNNING")
         self.emit()

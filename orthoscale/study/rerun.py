@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from .trial import run_trial
 
     try:
-        (cfg, overrides, cells), = plan(args + ["family.grid={}"])
+        (cfg, overrides, cells), = plan(args, grid=False)
     except ConfigError as err:
         print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
         return 2

@@ -14,10 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+from pathlib import Path
+
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from .cells import Cell
 from .secrets import split_credentials
 
 log = logging.getLogger("orthoscale.tracking")
@@ -106,6 +109,40 @@ class Tracker:
             self.client.log_batch(run_id, metrics=part)
         self.client.set_terminated(run_id, status=rec["status"], end_time=int(rec.get("ended", now / 1000) * 1000))
         return run_id
+
+    def load_study(self, study: str) -> tuple[dict, list[dict]]:
+        """(the study's plan — config, overrides, cells — from its parent run, its trial records rebuilt
+        from the child runs): the record alone is enough to redo the study's report."""
+        found = self.client.search_runs([self.experiment_id], f"tags.`{STUDY_TAG}` = '{study}' "
+                                        f"and tags.`orthoscale.role` = 'study'", max_results=1)
+        if not found:
+            raise LookupError(f"no study {study!r} in experiment {self.experiment_id}")
+        parent = found[0].info.run_id
+        plan = self.client.download_artifacts(parent, "config.json")
+        plan = json.loads(Path(plan).read_text())
+        ids = {cell.id: cell.index for cell in map(Cell.from_dict, plan["cells"])}
+        records, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
+                                           max_results=1000, page_token=token)
+            for run in page:
+                tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+                history = self.client.get_metric_history(run.info.run_id, "rel_excess")
+                result = {k: metrics[k] for k in SUMMARY if k in metrics}
+                result.update(outcome=tags.get("orthoscale.outcome"), reason=tags.get("orthoscale.reason"),
+                              curve_steps=[m.step for m in history], curves={"rel_excess": [m.value for m in history]})
+                for k in ("iters_to_tol", "steps"):
+                    if k in result:
+                        result[k] = int(result[k])
+                result.setdefault("rate", None)
+                result.setdefault("iters_to_tol", None)
+                records.append({"key": tags[TRIAL_TAG], "cell_index": ids[tags["orthoscale.cell"]],
+                                "cell": tags["orthoscale.cell"], "trial_number": int(params.get("trial_number", 0)),
+                                "lr": float(params["lr"]), "status": run.info.status,
+                                "result": result if run.info.status != "FAILED" else None})
+            token = page.token
+            if not token:
+                return plan, records
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

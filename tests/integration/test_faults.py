@@ -127,7 +127,7 @@ def test_numerical_extremes_end_in_a_recorded_outcome(override):
     from orthoscale.study.compose import plan
     from orthoscale.study.trial import run_trial
 
-    (cfg, _, cells), = plan(["family.grid={}", "optim.protocol=fixed", "stop.max_iters=400", *override])
+    (cfg, _, cells), = plan(["optim.protocol=fixed", "stop.max_iters=400", *override], grid=False)
     res = run_trial(cells[0].config)
     assert res["outcome"] in OUTCOMES and res["reason"]
     if "stop.max_seconds=0.05" in override:
