@@ -11,6 +11,8 @@ import time
 
 from ray.tune import Callback
 
+from .trial import FINAL
+
 
 class Progress(Callback):
     def __getstate__(self):  # see runner.DriverOnly: never restored, holds a stream
@@ -65,7 +67,7 @@ class Progress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         c = self._ended(trial)
         res = trial.last_result or {}
-        if not res.get("done"):
+        if not res.get(FINAL):
             self.pruned += 1
         else:
             self.done += 1

@@ -15,7 +15,7 @@ from .config import ConfigError, RayCfg
 from .search import CellPruner, CellSearch
 from .store import ResultStore
 from .tracking import TrackingWriter
-from .trial import run_trial, step_size
+from .trial import FINAL, run_trial, step_size
 
 
 def connect(spec: RayCfg, verbose: int) -> str:
@@ -72,7 +72,7 @@ class Recorder(DriverOnly, tune.Callback):
     def _record(self, trial, status: str, error: str | None = None) -> None:
         cfg, res = trial.config, dict(trial.last_result or {})
         cell = self.cells[cfg["cell_index"]]
-        result = {k: res[k] for k in res if k in FINAL_KEYS} if res.get("done") else (
+        result = {k: res[k] for k in res if k in FINAL_KEYS} if res.get(FINAL) else (
             {"outcome": "pruned", "steps": res.get("step"), "final_rel_excess": res.get("rel_excess"),
              "objective": res.get("objective")} if res else None)
         mu = (result or {}).get("lr") or step_size(cell.config, cfg["lr"])
@@ -87,14 +87,14 @@ class Recorder(DriverOnly, tune.Callback):
         self.writer.submit(rec)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._record(trial, "FINISHED" if (trial.last_result or {}).get("done") else "KILLED")
+        self._record(trial, "FINISHED" if (trial.last_result or {}).get(FINAL) else "KILLED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         err = trial.get_error()
         self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
 
 
-FINAL_KEYS = ("lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "rate", "rate_r2", "rate_window",
+FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "rate", "rate_r2", "rate_window",
               "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id")
 

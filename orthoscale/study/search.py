@@ -17,6 +17,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .cells import Cell
+from .trial import FINAL
 
 METRIC = "objective"
 LR = optuna.distributions.FloatDistribution
@@ -112,7 +113,7 @@ class CellSearch(Searcher):
         study = self.studies[c]
         if error or not result or METRIC not in result:
             study.tell(otrial, state=optuna.trial.TrialState.FAIL)
-        elif trial_id in self.pruned or not result.get("done", False):
+        elif trial_id in self.pruned or not result.get(FINAL, False):
             study.tell(otrial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(otrial, result[METRIC])
@@ -136,7 +137,7 @@ class CellPruner(FIFOScheduler):
         self.searcher, self.value_key = searcher, value_key
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if result.get("done") or self.value_key not in result:
+        if result.get(FINAL) or self.value_key not in result:
             return TrialScheduler.CONTINUE
         stop = self.searcher.report(trial.trial_id, float(result[self.value_key]), int(result["step"]))
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE

@@ -22,6 +22,9 @@ from ..train import StopRules, Trajectory, train
 from .config import widths
 
 
+FINAL = "orthoscale_final"  # marks a trial's summary; Tune's own "done" is also set on trials it stops
+
+
 def pick_device(how: str) -> str:
     """'auto' → cuda when this process sees a GPU, else cpu."""
     if how == "auto":
@@ -133,7 +136,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
             return False
         return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
                             "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                            "objective": objective(traj, s, search["penalty"]), "done": False}))
+                            "objective": objective(traj, s, search["penalty"]), FINAL: False}))
 
     traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
                     loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
@@ -157,5 +160,5 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str) -> dict:
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
         "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
         "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
-        "curve_steps": steps, "curves": curves, "done": True,
+        "curve_steps": steps, "curves": curves, FINAL: True,
     }

@@ -28,9 +28,13 @@ def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
         assert "lr" in c.data.params and "cfg.model.depth" in c.data.params
         assert c.data.tags["orthoscale.outcome"] in ("converged", "diverged", "stalled", "budget", "pruned")
         assert c.data.tags["orthoscale.rerun"].startswith("python -m orthoscale.train")
-        if c.info.status == "FINISHED":
+        if c.info.status == "FINISHED":  # a whole trial: summary and curves
+            assert c.data.tags["orthoscale.outcome"] != "pruned" and "objective" in c.data.metrics
+            assert "steps" in c.data.metrics and "seconds" in c.data.metrics
             history = client.get_metric_history(c.info.run_id, "rel_excess")
             assert len(history) >= 2 and history[0].step == 0
+        else:  # stopped early by its cell's pruner
+            assert c.data.tags["orthoscale.outcome"] == "pruned"
     artifacts = {a.path for a in client.list_artifacts(res.parent_run_id)}
     assert {"cells.csv", "scaling.json", "rate_vs_depth.png", "lr_vs_depth.png", "curves.png"} <= artifacts
     assert "all" in res.scaling and "exponent" in res.scaling["all"]["one_minus_rate"]
