@@ -27,7 +27,7 @@ def connect(spec: RayCfg, verbose: int) -> str:
     if address:
         ray.init(address=address, **quiet)
         return address
-    ray.init(num_cpus=spec.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    ray.init(address="local", num_cpus=spec.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return "local"
 
 

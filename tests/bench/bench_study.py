@@ -54,7 +54,7 @@ def plain_optuna(cells, trials: int, lo: float, hi: float) -> tuple[float, int]:
 
 
 def main():
-    ray.init(num_cpus=CPUS, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=CPUS, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     print(f"torch {torch.__version__}, ray {ray.__version__}, optuna {optuna.__version__}, {CPUS} CPUs for Ray")
     tmp = Path(tempfile.mkdtemp(prefix="orthoscale-bench-"))
     depths = "2,4" if QUICK else "2,4,8,16"

@@ -38,7 +38,7 @@ def main():
             samples.append((time.monotonic(), me.memory_info().rss))
             time.sleep(0.5)
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     overrides = ["model.depth=2,3", f"seed=range({args.cells // 2})", f"search.trials={per_cell}", "model.width=2",
                  "stop.max_iters=30", "search.report_every=10", "tracking.curve_points=10", "search.sampler=random",
                  "study.progress_every=30", f"study.state_dir={state}"]
