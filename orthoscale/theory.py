@@ -98,9 +98,11 @@ def operator(blocks: list[torch.Tensor], arch: Architecture, moments: Moments, *
 
 
 def check_solution(blocks: list[torch.Tensor], arch: Architecture, moments: Moments, *, method: str = "rgd",
-                   tol: float = 1e-6) -> None:
+                   tol: float | None = None) -> None:
     """NotASolution unless ‖(P − P*)Σ^½‖_F ≤ tol‖P*Σ^½‖_F (L − L* ≈ 0, so ∇L ≈ 0) and, for RGD, the
-    orthonormal layers are on their manifold to tol (else the architecture cannot represent the point)."""
+    orthonormal layers are on their manifold to tol (else the architecture cannot represent the point).
+    Default tol: 1e-6 for float64 blocks, 1e-3 for lower precision."""
+    tol = tol if tol is not None else (1e-6 if blocks[0].dtype == F64 else 1e-3)
     if method == "rgd" and (orth := network.orthonormality_error(blocks, arch)) > tol:
         raise NotASolution(f"not a solution: the orthonormal layers are off the manifold (max ‖WᵀW − I‖_F = "
                            f"{orth:.2e}); model.free_layer={arch.free_layer} cannot represent this point")
@@ -114,10 +116,11 @@ def check_solution(blocks: list[torch.Tensor], arch: Architecture, moments: Mome
 
 
 def local_spectrum(blocks: list[torch.Tensor], arch: Architecture, moments: Moments, *, method: str = "rgd",
-                   balance: str = "spectral", tol: float = 1e-6, dense_max: int = 600) -> LocalSpectrum:
+                   balance: str = "spectral", tol: float | None = None, dense_max: int = 600) -> LocalSpectrum:
     """Extreme nonzero eigenvalues of K at the solution ``blocks`` (laid out for ``arch``); see the module doc.
 
-    Raises NotASolution (a ValueError, message "not a solution: …") when the point is not a solution to ``tol``.
+    Raises NotASolution (a ValueError, message "not a solution: …") when the point is not a solution to ``tol``
+    (see :func:`check_solution`). d_N·d_0 ≤ ``dense_max``: dense and exact; otherwise Lanczos (count = None).
     """
     check_choice("optim.method", method, optim.METHODS)
     check_choice("optim.balance", balance, optim.BALANCES)
@@ -146,15 +149,20 @@ def _lanczos(K: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int], 
 
     n = shape[0] * shape[1]
     op = lambda f: LinearOperator((n, n), matvec=f, dtype=np.float64)  # noqa: E731
-    matvec = lambda x: K(torch.as_tensor(np.ravel(x), dtype=F64, device=device).reshape(shape)).reshape(-1).cpu().numpy()  # noqa: E501,E731
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        return K(torch.as_tensor(np.ravel(x), dtype=F64, device=device).reshape(shape)).reshape(-1).cpu().numpy()
     v0 = np.random.default_rng(0).standard_normal(n)
     lam_max = float(eigsh(op(matvec), k=1, which="LA", v0=v0, return_eigenvectors=False)[0])
     if not lam_max > 0:
         raise ValueError("K = 0: no curvature at this point")
     theta, x = eigsh(op(lambda x: lam_max * np.ravel(x) - matvec(x)), k=1, which="LA", v0=v0)
     if lam_max - theta[0] <= RTOL * lam_max:  # the top of λ_max·I − K is null(K): invert K on its range
-        pinv = lambda b: cg(op(matvec), b, rtol=1e-13, atol=0.0, maxiter=20 * n)[0]  # noqa: E731
-        _, x = eigsh(op(lambda x: pinv(pinv(matvec(x)))), k=1, which="LA", v0=v0)
+        def pinv(x):  # K⁺x; atol in units of ‖x‖ so that a (restart) vector in null(K) maps to 0 at once
+            scale = 1e-12 * float(np.linalg.norm(x))
+            solve = lambda b, a: cg(op(matvec), b, rtol=1e-12, atol=a, maxiter=n)[0]  # noqa: E731
+            return solve(solve(matvec(x), scale * lam_max), scale)
+        _, x = eigsh(op(pinv), k=1, which="LA", v0=v0)
     x = x[:, 0]
     return LocalSpectrum(float(x @ matvec(x)) / float(x @ x), lam_max, None)  # Rayleigh quotient on K
 
