@@ -38,6 +38,10 @@ def _against_depth(ax, cells, rows, laws, column, law_key, transform):
 def render(folder: Path, cells, rows, records, laws) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     _against_depth(ax, cells, rows, laws, "best_rate", "one_minus_rate", lambda r: 1 - r)
+    theory = sorted({(r["depth"], 1 - r["theory_rate_opt"]) for r in rows if r.get("theory_rate_opt") is not None})
+    if theory:
+        ax.plot(*zip(*theory), "k--", lw=1, label="theory: best over μ (exact local rate)")
+        ax.legend(fontsize=7)
     ax.set_ylabel("1 − ρ at the best μ (per step)")
     ax.set_title("Linear rate against depth")
     fig.tight_layout()

@@ -20,6 +20,13 @@ DEPTH, SEED = "model.depth", "seed"
 EDGE = 0.05  # best μ within 5 % of the log range of a bound is "on the edge"
 
 
+def _gap(measured, predicted):
+    """(1 − ρ_measured)/(1 − ρ_predicted): 1 when they agree; < 1 when the measurement is slower."""
+    if measured is None or predicted is None or predicted >= 1:
+        return None
+    return (1 - measured) / (1 - predicted)
+
+
 def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
     by_cell = defaultdict(list)
     for rec in records:
@@ -45,6 +52,11 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
             "best_objective": res.get("objective"),
             "min_rate": min((r["result"]["rate"] for r in done if r["result"].get("rate") is not None), default=None),
             "lr_on_edge": edge, "best_key": best["key"] if best else None,
+            # theory beside the measurement: ρ_lin² at the best μ, and the best rate any μ could give
+            "theory_rate": res.get("theory_rate"), "theory_mu_opt": res.get("theory_mu_opt"),
+            "theory_rate_opt": res.get("theory_rate_opt"),
+            "rate_ratio": _gap(res.get("rate"), res.get("theory_rate")),
+            "search_gap": _gap(res.get("rate"), res.get("theory_rate_opt")),
         })
     return rows
 
@@ -70,13 +82,15 @@ def scaling(cells: list[Cell], rows: list[dict]) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = f"{'cell':<28} {'trials':>6} {'conv':>4} {'div':>4} {'stall':>5} {'prun':>4} {'fail':>4} " \
-           f"{'best μ':>10} {'ρ':>8} {'iters':>6}  edge"
+           f"{'best μ':>10} {'ρ':>8} {'ρ_th(μ)':>8} {'ratio':>6} {'μ_opt':>8} {'ρ_opt':>8} {'iters':>6}  edge"
     lines = [head, "-" * len(head)]
     fmt = lambda v, f: (format(v, f) if v is not None else "—")  # noqa: E731
     for r in rows:
         lines.append(f"{r['cell']:<28} {r['trials']:>6} {r['converged']:>4} {r['diverged']:>4} "
                      f"{r['stalled'] + r['budget']:>5} {r['pruned']:>4} {r['failed']:>4} "
                      f"{fmt(r['best_lr'], '.4g'):>10} {fmt(r['best_rate'], '.5f'):>8} "
+                     f"{fmt(r['theory_rate'], '.5f'):>8} {fmt(r['rate_ratio'], '.3f'):>6} "
+                     f"{fmt(r['theory_mu_opt'], '.4g'):>8} {fmt(r['theory_rate_opt'], '.5f'):>8} "
                      f"{fmt(r['best_iters'], 'd'):>6}  {r['lr_on_edge']}")
     return "\n".join(lines)
 
@@ -99,6 +113,10 @@ def write(folder: Path, cells: list[Cell], records: list[dict]) -> dict:
         r, m = law["one_minus_rate"], law["best_lr"]
         text += (f"\n[{name}] 1−ρ ∝ N^{r['exponent']:.3f} (95% CI {r['ci95'][0]:.3f}…{r['ci95'][1]:.3f}); "
                  f"best μ ∝ N^{m['exponent']:.3f} (95% CI {m['ci95'][0]:.3f}…{m['ci95'][1]:.3f})")
+    gaps = [r["search_gap"] for r in rows if r["search_gap"] is not None]
+    if gaps:
+        text += (f"\nsearch vs theory: (1 − best measured ρ)/(1 − ρ at μ_opt) = {min(gaps):.3f} … {max(gaps):.3f} "
+                 f"over {len(gaps)} cells ({sum(g >= 0.95 for g in gaps)} within 5 %)")
     edges = [r["cell"] for r in rows if r["lr_on_edge"]]
     if edges:
         text += f"\nbest μ on the edge of [search.lr_min, search.lr_max] in: {', '.join(edges)} — widen the range"

@@ -26,7 +26,8 @@ from .secrets import split_credentials
 log = logging.getLogger("orthoscale.tracking")
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
 SUMMARY = ("objective", "rate", "rate_r2", "iters_to_tol", "final_rel_excess", "final_loss", "ortho_error",
-           "e2e_error", "seconds", "seconds_per_step", "steps", "lr")
+           "e2e_error", "seconds", "seconds_per_step", "steps", "lr", "theory_rate", "theory_mu_opt",
+           "theory_rate_opt", "theory_mu_max")
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import data, init, mnist, rates
+from .. import data, init, mnist, rates, theory
 from ..network import Architecture, stack
 from ..optim import Optimizer
 from ..train import StopRules, Trajectory, train
@@ -118,6 +118,25 @@ def build(cfg: dict, device: str):
     return problem, arch, [B.to(device) for B in blocks]
 
 
+_SPECTRA: dict = {}
+
+
+def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture) -> theory.LocalSpectrum | None:
+    """The exact local spectrum at the teacher, once per (problem, method, balance) in this process; None
+    where the theory does not apply (no teacher, nonlinear network, other loss, teacher not representable)."""
+    o = cfg["optim"]
+    if problem.teacher is None or not arch.linear or o["loss"] != "squared":
+        return None
+    key = (id(problem), arch, o["method"], o["balance"])
+    if key not in _SPECTRA:
+        try:
+            _SPECTRA[key] = theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments,
+                                                  method=o["method"], balance=o["balance"])
+        except ValueError:
+            _SPECTRA[key] = None
+    return _SPECTRA[key]
+
+
 def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> dict:
     """Train one network; ``report(metrics)`` is called every ``search.report_every`` steps (it may
     return True to stop the trial early). Returns summary metrics and downsampled curves."""
@@ -140,10 +159,11 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
 
     traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
                     loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
-    return summarize(traj, cfg, mu, device)
+    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch))
 
 
-def summarize(traj: Trajectory, cfg: dict, mu: float, device: str) -> dict:
+def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
+              spectrum: theory.LocalSpectrum | None = None) -> dict:
     fit = rates.fit_rate(traj.rel_excess)
     points = cfg["tracking"]["curve_points"]
     steps, rel = downsample(traj.rel_excess, points)
@@ -161,4 +181,9 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str) -> dict:
         "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
         "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
         "curve_steps": steps, "curves": curves, FINAL: True,
+        # the exact local rate of the loss at this μ and the best one over μ (theory.py), where it applies
+        "theory_rate": spectrum.loss_rate(mu) if spectrum else None,
+        "theory_mu_opt": spectrum.mu_opt if spectrum else None,
+        "theory_rate_opt": spectrum.loss_rate_opt if spectrum else None,
+        "theory_mu_max": spectrum.mu_max if spectrum else None,
     }

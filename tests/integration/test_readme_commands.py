@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 TINY = ["model.depth=2", "seed=0", "search.trials=1", "model.width=4", "stop.max_iters=60", "tracking.curve_points=10"]
 
 
-def tested_commands() -> list[str]:
+def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash tested\n(.*?)```", text, re.S)
     assert blocks, "README has no tested block"
@@ -35,7 +35,7 @@ def test_readme_commands_run(tmp_path):
     state = tmp_path / "state"
     extra = TINY + [f"study.state_dir={state}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    commands = tested_commands()
+    commands = readme_commands()
     assert any(c.startswith("make sweep") for c in commands) and any(c.startswith("make ui") for c in commands)
     for cmd in commands:
         if cmd.startswith("make ui"):

@@ -236,8 +236,13 @@ def docker_compose_available() -> bool:
         return False
 
 
-@pytest.mark.skipif(not docker_compose_available(), reason="no `docker compose` plugin here; the schema checks above stand in")
 def test_docker_compose_config_accepts_the_file():
+    """`docker compose config` where the client has the plugin; elsewhere the file must at least load as YAML
+    with the services the schema checks above inspect in detail."""
+    if not docker_compose_available():
+        spec = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+        assert {"postgres", "mlflow", "ray-head", "ray-worker"} <= set(spec["services"])
+        return
     env = {**os.environ, "RAY_AUTH_TOKEN": "0" * 64}
     proc = subprocess.run(["docker", "compose", "-f", str(DOCKER / "compose.yaml"), "config", "-q"],
                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
