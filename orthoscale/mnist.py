@@ -5,6 +5,7 @@ targets are one-hot labels (10 × m) or the output of a teacher network on the w
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from pathlib import Path
@@ -63,6 +64,17 @@ def load(root: Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
             read_idx(Path(root) / labels, md5=FILES[labels]))
 
 
+@functools.lru_cache(maxsize=4)
+def whitened_images(root: str, split: str, samples: int | None, mode: str, eps: float) -> tuple[torch.Tensor, np.ndarray]:
+    """(whitened images (d_0 × m) in float64, labels): the costly part of a problem, shared by every
+    network size that uses the same data (cached per process)."""
+    images, labels = load(Path(root), split)
+    if samples is not None:
+        images, labels = images[:samples], labels[:samples]
+    X = whiten(torch.from_numpy(images.reshape(len(images), -1).T.astype(np.float64) / 255.0), mode=mode, eps=eps)
+    return X, labels
+
+
 def mnist_problem(root: Path, *, split: str = "train", samples: int | None = None, whiten_mode: str = "subspace",
                   whiten_eps: float = 1e-6, targets: str = "onehot", arch: Architecture | None = None,
                   condition: float = 1.0, generator: torch.Generator | None = None,
@@ -70,11 +82,8 @@ def mnist_problem(root: Path, *, split: str = "train", samples: int | None = Non
     """Whitened MNIST inputs (d_0 = rank kept by the whitening) with one-hot or teacher targets."""
     if targets not in TARGETS:
         raise ValueError(f"data.targets={targets!r} is not one of {', '.join(TARGETS)}")
-    images, labels = load(root, split)
-    if samples is not None:
-        images, labels = images[:samples], labels[:samples]
-    X = whiten(torch.from_numpy(images.reshape(len(images), -1).T.astype(np.float64) / 255.0),
-               mode=whiten_mode, eps=whiten_eps).to(dtype)
+    X, labels = whitened_images(str(root), split, samples, whiten_mode, whiten_eps)
+    X = X.to(dtype)
     if targets == "onehot":
         Y = torch.nn.functional.one_hot(torch.from_numpy(labels.astype(np.int64)), 10).T.to(dtype)
         target, teacher_layers = None, None
