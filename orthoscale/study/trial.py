@@ -124,14 +124,14 @@ _SPECTRA: dict = {}
 def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture) -> theory.LocalSpectrum | None:
     """The exact local spectrum at the teacher, once per (problem, method, balance) in this process; None
     where the theory does not apply (no teacher, nonlinear network, other loss, teacher not representable)."""
-    o = cfg["optim"]
-    if problem.teacher is None or not arch.linear or o["loss"] != "squared":
+    o, limit = cfg["optim"], cfg["study"]["theory_max_dim"]
+    if problem.teacher is None or not arch.linear or o["loss"] != "squared" or arch.widths[0] * arch.widths[-1] > limit:
         return None
     key = (id(problem), arch, o["method"], o["balance"])
     if key not in _SPECTRA:
         try:
             _SPECTRA[key] = theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments,
-                                                  method=o["method"], balance=o["balance"])
+                                                  method=o["method"], balance=o["balance"], dense_max=limit)
         except ValueError:
             _SPECTRA[key] = None
     return _SPECTRA[key]
