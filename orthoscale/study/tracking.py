@@ -14,10 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from pathlib import Path
-
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from .cells import Cell

@@ -4,7 +4,6 @@ durable store and MLflow each hold every trial exactly once. Run: make soak  (or
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading

@@ -1,16 +1,13 @@
 """Past one machine: a real multi-node Ray (ray.cluster_utils.Cluster), node loss, and an MLflow server."""
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from .conftest import TINY, plan_and_run, runs
+from .conftest import TINY, MlflowServer, free_port, plan_and_run, runs
 
 pytestmark = pytest.mark.integration
 LONG = ["model.width=16", "model.depth=16", "stop.tol=1e-300", "stop.max_iters=1500", "stop.stall_window=2000",
@@ -66,31 +63,10 @@ def test_losing_a_worker_node_loses_no_trial(cluster, tmp_path):
     assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_study_logs_through_an_mlflow_server(ray_local, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "server-artifacts")],
-        env={**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = MlflowServer(tmp_path, free_port())
     try:
-        import urllib.request
-
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        uri = f"http://127.0.0.1:{port}"
+        uri = server.uri
         res = plan_and_run(["model.depth=2", "seed=0", "search.trials=2", f"tracking.uri={uri}", *TINY],
                            tmp_path / "state")
         client, all_runs = runs(uri, "orthoscale-depth")
@@ -102,5 +78,4 @@ def test_study_logs_through_an_mlflow_server(ray_local, tmp_path):
         assert list((tmp_path / "server-artifacts").rglob("cells.csv"))  # written by the server process
         assert not (tmp_path / "state" / "artifacts").exists()           # and not by the driver
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()

@@ -4,60 +4,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from orthoscale.train import OUTCOMES
 
-from .conftest import ROOT, TINY, plan_and_run, run_cli, runs
+from .conftest import ROOT, TINY, MlflowServer, free_port, plan_and_run, run_cli, runs
 
 pytestmark = pytest.mark.integration
 LONG = ["model.width=16", "model.depth=16", "stop.tol=1e-300", "stop.max_iters=2500", "stop.stall_window=3000",
         "search.pruner=none", "tracking.curve_points=20"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 with its own SQLite store and artifact folder."""
-
-    def __init__(self, root: Path, port: int):
-        self.root, self.port, self.uri = root, port, f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
-             str(root / "server-artifacts")],
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=open(root / "server.log", "w"),
-            stderr=subprocess.STDOUT)
-        import urllib.request
-
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("mlflow server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 def test_unreachable_tracking_keeps_results_and_sync_replays_them_once(ray_local, tmp_path):
-    port = _free_port()  # nothing listens there yet
+    port = free_port()  # nothing listens there yet
     uri = f"http://127.0.0.1:{port}"
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     try:
@@ -168,7 +133,7 @@ def test_missing_mnist_is_a_config_error_before_any_trial(tmp_path):
 
 def test_planted_secret_reaches_no_param_tag_artifact_or_log(ray_local, tmp_path, capsys):
     secret = "Sup3rSecretPw"
-    port = _free_port()
+    port = free_port()
     server = MlflowServer(tmp_path, port)
     try:
         uri = f"http://orthoscale:{secret}@127.0.0.1:{port}"

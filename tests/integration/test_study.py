@@ -82,8 +82,6 @@ def test_override_changes_the_grid_and_bad_values_exit_2():
 
 
 def _children(state, parent=None):
-    from orthoscale.study.store import ResultStore
-
     uri = f"sqlite:///{state / 'mlflow.db'}"
     _, all_runs = runs(uri, "orthoscale-depth")
     kids = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
