@@ -20,6 +20,7 @@ from .tracking import Tracker
 
 FAMILIES = ("paper_mnist", "paper_gd", "paper_nonlinear", "paper_protocol")
 SCALES = {
+    "tiny": ["model.depth=2,4", "search.trials=2", "data.samples=2000", "stop.max_iters=300"],  # for tests
     "small": [],
     "full": ["model.depth=2,4,8,16,32,64,128", "seed=0,1,2", "search.trials=20"],
 }

@@ -276,3 +276,21 @@ def test_float32_solution_gives_the_float64_spectrum(gen):
                                    dtype=dtype) for dtype in (torch.float32, F64))]
     assert specs[0].count == specs[1].count
     assert (specs[0].lam_min, specs[0].lam_max) == pytest.approx((specs[1].lam_min, specs[1].lam_max), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["rgd", "gd"])
+def test_gauge_eigenvalues_are_found_and_excluded(method, gen):
+    """On (6,)*5 the step map's eigenvalue 1 has exactly the multiplicity of the gauge group acting on the three
+    hidden widths — O(6)³ for RGD (3·15), GL(6)³ for plain GD (3·36) — and the theory's count is the rest."""
+    widths = (6,) * 5
+    arch = Architecture(widths, "first", "columns")
+    prob = teacher_problem(arch, gen(3), correlated=False)
+    W = solution(prob, arch)
+    spec = theory.local_spectrum(W, arch, prob.moments, method=method)
+    phi = step_map(arch, prob, Optimizer(spec.mu_opt, method=method, retraction="qr"))
+    U, _ = tangent_basis(W, arch, method)
+    J = torch.stack([flat(central_difference(phi, W, unflatten(u, W))) for u in U.mT], dim=1)
+    ev = torch.linalg.eigvals(U.mT @ J).real
+    gauge = sum(d * (d - 1) // 2 if method == "rgd" else d * d for d in widths[1:-1])
+    assert int(((ev - 1).abs() <= 1e-6).sum()) == gauge
+    assert spec.count == U.shape[1] - gauge == widths[0] * widths[-1]
