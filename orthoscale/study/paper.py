@@ -50,7 +50,7 @@ def _series_rows(res: StudyResult, axis: str) -> dict[str, dict[int, dict]]:
 def _table(res: StudyResult, axis: str) -> list[str]:
     series = _series_rows(res, axis)
     depths = sorted({d for s in series.values() for d in s})
-    lines = [f"| {axis} | " + " | ".join(f"N={d}: ρ (μ)" for d in depths) + " |",
+    lines = [f"| {axis.split('.')[-1]} | " + " | ".join(f"N={d}: ρ (μ)" for d in depths) + " |",
              "|---|" + "---|" * len(depths)]
     for name, by_depth in sorted(series.items()):
         cells = [f"{_fmt(by_depth[d]['best_rate'])} ({_fmt(by_depth[d]['best_lr'], '.3g')})" if d in by_depth else "—"
@@ -71,7 +71,7 @@ def conclusions(results: dict[str, StudyResult]) -> list[str]:
                        f"{max(r['depth'] for r in res.rows)}; best μ ∝ N^{law['best_lr']['exponent']:.2f}.")
     gd = results.get("paper_gd")
     if gd:
-        s = _series_rows(gd, "method")
+        s = _series_rows(gd, "optim.method")
         for d in sorted(set(s.get("rgd", {})) & set(s.get("gd", {}))):
             r, g = s["rgd"][d]["best_rate"], s["gd"][d]["best_rate"]
             if r is not None and g is not None:
@@ -98,8 +98,8 @@ def write_report(folder: Path, results: dict[str, StudyResult], scale: str, over
              "perturbed by δ = 0.2 for teacher targets; plain GD starts from the same point as RGD.",
              "- μ searched per cell by Optuna on a log scale; ρ is the fitted per-step contraction of the excess loss.", ""]
     sections = {"paper_mnist": ("Rate against depth on MNIST", "variant"),
-                "paper_gd": ("RGD against plain GD", "method"),
-                "paper_nonlinear": ("Nonlinear against linear", "activation"),
+                "paper_gd": ("RGD against plain GD", "optim.method"),
+                "paper_nonlinear": ("Nonlinear against linear", "model.activation"),
                 "paper_protocol": ("How μ is scaled with N", "variant")}
     for name, res in results.items():
         title, axis = sections[name]

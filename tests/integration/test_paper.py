@@ -27,3 +27,4 @@ def test_paper_at_tiny_scale_writes_the_whole_report(tmp_path):
               ln.startswith("| method") or ln.startswith("| activation")]
     assert len(tables) >= 4
     assert "1 − ρ ∝ N^" in text or "nothing to conclude" in text
+    assert "| rgd |" in text and "| gd |" in text and "| relu |" in text  # one row per compared setting
