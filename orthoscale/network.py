@@ -7,6 +7,7 @@ whole network is a handful of tensors whatever its depth.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -87,16 +88,21 @@ class Architecture:
         return i != self.free_index
 
     def blocks(self) -> tuple[Block, ...]:
-        """Layer 1 alone (it alone touches d_0), then maximal runs of equal (shape, kind)."""
-        out: list[Block] = []
-        for i in range(1, self.depth + 1):
-            rows, cols, con = self.widths[i], self.widths[i - 1], self.constrained(i)
-            last = out[-1] if out else None
-            if i > 2 and last and (last.rows, last.cols, last.constrained) == (rows, cols, con):
-                out[-1] = Block(last.start, last.count + 1, rows, cols, con)
-            else:
-                out.append(Block(i - 1, 1, rows, cols, con))
-        return tuple(out)
+        """Layer 1 alone (it alone touches d_0), then maximal runs of equal (shape, kind); computed once."""
+        return _layout(self)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(arch: Architecture) -> tuple[Block, ...]:
+    out: list[Block] = []
+    for i in range(1, arch.depth + 1):
+        rows, cols, con = arch.widths[i], arch.widths[i - 1], arch.constrained(i)
+        last = out[-1] if out else None
+        if i > 2 and last and (last.rows, last.cols, last.constrained) == (rows, cols, con):
+            out[-1] = Block(last.start, last.count + 1, rows, cols, con)
+        else:
+            out.append(Block(i - 1, 1, rows, cols, con))
+    return tuple(out)
 
 
 def to_tall(W: torch.Tensor, arch: Architecture) -> torch.Tensor:
