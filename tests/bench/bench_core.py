@@ -1,0 +1,208 @@
+"""Per-iteration time of one full RGD step (gradient + update) on an MNIST-sized regression problem.
+
+Network widths (784, d, …, d): free first layer d×784, N−1 orthonormal d×d layers (column orientation),
+polar retraction, spectral balance, lr = LR. Data: Gaussian inputs whitened so that Σ_xx = I (as the
+project does with MNIST), Y = W* X + 0.1·noise. Implementations timed side by side, same iterate:
+
+  fast     losses.squared_fast (second moments, independent of m) + optim.step
+  generic  losses.generic(…, 'squared') on the m samples by autograd + optim.step
+  geoopt   the same algorithm in geoopt: Stiefel(canonical=False) ManifoldParameters, RiemannianSGD,
+           loss ½/m‖P X − Y‖² by autograd on the samples (QR retraction, no s² balancing: geoopt has none)
+
+and the achieved GFLOP/s of the fast path against a 2048³ matmul measured in the same run.
+
+    .venv/bin/python tests/bench/bench_core.py [--quick]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, counted_matmul_flops, fmt_check,  # noqa: E402
+                    fmt_ms, fmt_ratio, footer_load, header, hillis_steele_products, matmul_peak, max_abs_diff,
+                    median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
+from orthoscale import init, losses, optim, stiefel  # noqa: E402
+from orthoscale.network import Architecture, layers  # noqa: E402
+
+D0 = 784            # MNIST input dimension
+M_BIG = 60_000      # MNIST training-set size
+M_SMALL = 1_000     # "small m": where geoopt on samples should be about on par
+LR = 0.1
+NOISE = 0.1
+
+
+def fast_flops(N: int, d: int, d0: int, n_it: int, sxx: bool) -> tuple[int, int]:
+    """(executed, useful) matmul flops of one fast-path RGD step; every product counts 2·m·n·k.
+
+    k = N − 1 orthonormal d×d layers, h(k) = Σ_{o=1,2,4,…<k} (k − o) products of one Hillis–Steele scan
+    (scan.prefix_products / suffix_products), n = Newton–Schulz iterations of the batched polar retraction.
+      hidden_products   prefix and suffix scans 2h(k), each result then multiplied by the
+                        identity 'carry' (prefix @ I, I @ suffix) 2k                    → (2h(k) + 2k)·2d³
+      squared_fast      P = top·W1, G1 = topᵀ·Gp, K = Gp·W1ᵀ                              → 3·2d²d0
+                        Gp = D·Σxx (only when Σxx ≠ I; whitened inputs here, so 0)       → 2d·d0²
+                        G_i = S_iᵀ·K·T_iᵀ for the k orthonormal layers                   → 2k·2d³
+      optim.step        balance: W1·W1ᵀ (then eigvalsh of d×d, not counted)             → 2d²d0
+                        projection W − … : Wᵀ·Z and W·sym(·)                             → 2k·2d³
+                        polar Newton–Schulz: n × (XᵀX, X·E)                              → 2nk·2d³
+    executed = 2d³·(2h(k) + 2k + 2k + 2k + 2nk) + 8d²d0 [+ 2d·d0²]
+    useful   = the same with the scans and identity products replaced by the 2(k − 1) products of a
+               sequential prefix/suffix chain: 2d³·(2(k − 1) + 4k + 2nk) + 8d²d0 [+ 2d·d0²]
+    Elementwise work, norms and eigvalsh are not counted (GF/s slightly under-reports the work done).
+    The executed count is cross-checked against torch.utils.flop_counter on every row.
+    """
+    k = N - 1
+    cube = 2 * d ** 3
+    rest = 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
+    executed = cube * (2 * hillis_steele_products(k) + 2 * k + 2 * k + 2 * k + 2 * n_it * k) + rest
+    useful = cube * (2 * max(k - 1, 0) + 4 * k + 2 * n_it * k) + rest
+    return executed, useful
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument(
+        "--profile", action="store_true", help="also print a torch.profiler table of the breakdown config"))
+    quick = args.quick
+    Ns = [2, 8] if quick else [2, 4, 8, 16, 32]
+    ds = [32, 128] if quick else [32, 128, 512]
+    budget = 0.3 if quick else 1.5       # seconds of timed work per measurement (median over the repeats)
+    min_reps = 2 if quick else 3         # slow configs (a step ≥ budget/3) get exactly min_reps repeats
+    header("bench_core: one RGD step, widths (784, d, …, d), free first layer, columns, polar, spectral", quick)
+    print(f"m = {M_BIG} (and {M_SMALL} for geo@1k), d0 = {D0}, lr = {LR}, inputs whitened (Σxx = I), "
+          f"median of ≥{min_reps} timed steps after warm-up, all from the same iterate\n", flush=True)
+
+    load = CpuLoad()
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    X_big = whitened_inputs(D0, M_BIG, generator=g)
+    X_small = whitened_inputs(D0, M_SMALL, generator=g)
+    print(f"data generated in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    peaks = {}
+    for name, dtype in DTYPES.items():
+        peaks[name] = matmul_peak(dtype, quick=quick)
+        print(f"matmul peak {name}: 2048×2048 @ 2048×2048 → {peaks[name] / 1e9:.1f} GFLOP/s", flush=True)
+    print()
+
+    cols = ("dtype", "N", "d", "fast ms", "NS it", "generic ms", "gen/fast", "geoopt ms", "geo/fast",
+            "geo@1k ms", "geo@1k/fast", "GF/s", "%peak", "%pk useful", "chk gen", "chk geo")
+    widths = (5, 3, 4, 9, 5, 10, 8, 9, 8, 9, 11, 6, 6, 10, 11, 11)
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    print(line(cols))
+    print(line(["-" * w for w in widths]), flush=True)
+    flop_mismatch, rows = [], []
+    start = time.perf_counter()
+
+    for name, dtype in DTYPES.items():
+        for d in ds:
+            prob_big = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=dtype)
+            prob_small = regression_problem(X_small, d, noise=NOISE, generator=g, dtype=dtype)
+            sxx = prob_big.moments.sxx is not None
+            for N in Ns:
+                arch = Architecture((D0,) + (d,) * N)
+                blocks = init.random_blocks(arch, generator=g, dtype=dtype)
+                Ws0 = layers(blocks)
+                opt = optim.Optimizer(LR)
+                opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")  # geoopt's step, for the check
+
+                def fast():
+                    return optim.step(blocks, losses.squared_fast(blocks, prob_big).grads, arch, opt)
+
+                def generic():
+                    return optim.step(blocks, losses.generic(blocks, arch, prob_big, "squared").grads, arch, opt)
+
+                geo_big, geo_small = GeooptRGD(Ws0, LR), GeooptRGD(Ws0, LR)
+                loss_big, loss_small = samples_loss(prob_big), samples_loss(prob_small)
+
+                # --- same-step checks (these calls are also the warm-up of each implementation)
+                tc = time.perf_counter()
+                out_fast = fast()
+                t_first = time.perf_counter() - tc
+                diff_gen = max_abs_diff(out_fast, generic())
+                diff_geo = 0.0
+                for geo, prob, loss in ((geo_big, prob_big, loss_big), (geo_small, prob_small, loss_small)):
+                    ref = optim.step(blocks, losses.squared_fast(blocks, prob).grads, arch, opt_geo)
+                    geo.step(loss)
+                    diff_geo = max(diff_geo, max_abs_diff(layers(ref), geo.layers()))
+
+                # --- flops: formula (with the Newton–Schulz count of this iterate) vs torch's flop counter
+                ev = losses.squared_fast(blocks, prob_big)
+                xi = -(LR / optim.balance(blocks[0][0], "spectral")) * stiefel.project(blocks[1], ev.grads[1])
+                n_it = ns_iterations(blocks[1], xi)
+                flops, useful = fast_flops(N, d, D0, n_it, sxx)
+                counted = counted_matmul_flops(fast)
+                if counted != flops:
+                    flop_mismatch.append(f"{name} N={N} d={d}: formula {flops:.4g} vs counted {counted:.4g}")
+
+                # --- timings, side by side from the same iterate
+                warm = 1 if t_first < budget / 3 else 0
+                tm_fast = median_time(fast, warmup=warm, min_reps=min_reps, budget_s=budget)
+                tm_gen = median_time(generic, warmup=0, min_reps=min_reps, budget_s=budget)
+                tm_geo = median_time(lambda: geo_big.step(loss_big), setup=lambda: geo_big.load(Ws0),
+                                     warmup=0, min_reps=min_reps, budget_s=budget)
+                tm_geo1k = median_time(lambda: geo_small.step(loss_small), setup=lambda: geo_small.load(Ws0),
+                                       warmup=1, min_reps=min_reps, budget_s=budget)
+                t_fast, t_gen, t_geo, t_geo1k = (t.seconds for t in (tm_fast, tm_gen, tm_geo, tm_geo1k))
+                clean = all(t.clean for t in (tm_fast, tm_gen, tm_geo, tm_geo1k))
+                t_fast1k = t_fast  # the fast path does not depend on m (same moments-sized work)
+                gfs = flops / t_fast
+                rows.append(dict(dtype=name, N=N, d=d, gen=t_gen / t_fast, geo=t_geo / t_fast,
+                                 geo1k=t_geo1k / t_fast1k, peak=gfs / peaks[name]))
+                print(line((name + ("" if clean else "*"), N, d, fmt_ms(t_fast), n_it, fmt_ms(t_gen),
+                            fmt_ratio(t_gen / t_fast), fmt_ms(t_geo), fmt_ratio(t_geo / t_fast), fmt_ms(t_geo1k),
+                            fmt_ratio(t_geo1k / t_fast1k), f"{gfs / 1e9:.1f}", f"{100 * gfs / peaks[name]:.0f}%",
+                            f"{100 * useful / t_fast / peaks[name]:.0f}%",
+                            fmt_check(diff_gen, dtype), fmt_check(diff_geo, dtype))), flush=True)
+                del geo_big, geo_small
+
+    print()
+    print("fast: losses.squared_fast + optim.step; generic: losses.generic('squared') on the m samples + optim.step;")
+    print("geoopt: per-layer parameters, Stiefel(canonical=False), RiemannianSGD, loss by autograd on the samples")
+    print("  (QR retraction, no s² balancing); geo@1k: the same at m = 1000, against the same fast time (m-free).")
+    print("NS it: Newton–Schulz iterations of the polar retraction at this iterate (sets the fast path's cost).")
+    print("GF/s, %peak: executed matmul flops of the fast step (formula in fast_flops, cross-checked against")
+    print("  torch.utils.flop_counter) / median time, against the 2048³ matmul of the same dtype;")
+    print("  %pk useful counts only the flops a sequential prefix/suffix chain would need (no scan redundancy,")
+    print("  no products with the identity).")
+    print("chk gen: max |Δ| of the layers after one step, fast vs generic (same algorithm);")
+    print("chk geo: geoopt vs optim.step(retraction='qr', balance='none') on the fast gradients, max over m = 60000")
+    print(f"  and m = 1000; tolerance 1e-8 (f64), 1e-3 (f32).")
+    if flop_mismatch:
+        print("FLOP FORMULA MISMATCH: " + "; ".join(flop_mismatch))
+    else:
+        print("flop formula = torch.utils.flop_counter count on every row.")
+    print()
+    print("targets (all rows of the grid that the target concerns):")
+    summary(rows, "generic/fast ≥ 50× at m = 60000, d = 128", lambda r: r["d"] == 128, "gen", 50)
+    summary(rows, "geoopt/fast ≥ 20× at m = 60000", lambda r: True, "geo", 20)
+    summary(rows, "geoopt/fast ≥ 1× ('on par') at m = 1000", lambda r: True, "geo1k", 1)
+    summary(rows, "fast path ≥ 40 % of matmul peak for d ≥ 128", lambda r: r["d"] >= 128, "peak", 0.4)
+    print(f"grid time {time.perf_counter() - start:.0f} s")
+
+    d, N = 128, max(Ns)
+    prob = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=torch.float64)
+    arch = Architecture((D0,) + (d,) * N)
+    print(f"\nwhere the fast step's time goes: d = {d}, N = {N}, f64 (each phase timed alone)")
+    breakdown(arch, prob, init.random_blocks(arch, generator=g, dtype=torch.float64), LR, budget=budget,
+              min_reps=min_reps, profile=args.profile)
+    footer_load(load)
+
+
+def summary(rows, text, which, key, target) -> None:
+    sel = [r for r in rows if which(r)]
+    if not sel:
+        return
+    bad = [r for r in sel if r[key] < target]
+    fmt = (lambda v: f"{100 * v:.0f}%") if key == "peak" else fmt_ratio
+    lo = min(sel, key=lambda r: r[key])
+    verdict = "met on all rows" if not bad else ("missed on " + ", ".join(
+        f"{r['dtype']} N={r['N']} d={r['d']} ({fmt(r[key])})" for r in bad))
+    print(f"  {text}: min {fmt(lo[key])} ({lo['dtype']} N={lo['N']} d={lo['d']}); {verdict}")
+
+
+if __name__ == "__main__":
+    main()

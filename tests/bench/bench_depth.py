@@ -1,0 +1,135 @@
+"""Deep and narrow: one RGD step of a square width-d network of depth N, stacked core vs per-layer code.
+
+Widths (d,)*(N+1), free first layer, N−1 orthonormal d×d layers (columns), polar retraction, spectral
+balance, lr = LR; a whitened teacher–student problem (data.teacher_student). Timed side by side from the
+same iterate (the squared loss through the second moments everywhere, so all three solve the same problem):
+
+  stacked  losses.squared_fast + optim.step on the stacked blocks (O(log N) batched calls)
+  loop     loop.gradients + loop.step on the list network.layers(blocks) (a Python loop over layers)
+  geoopt   per-layer parameters: nn.Parameter (free layer) and ManifoldParameters on
+           geoopt.Stiefel(canonical=False), RiemannianSGD, loss L* + ½‖P − P*‖² by autograd through
+           P = W_N ··· W_1 (QR retraction and no s² balancing: geoopt has neither polar nor balance)
+
+followed by where the time of the stacked step goes at the largest depth (d = 10, float64).
+
+    .venv/bin/python tests/bench/bench_depth.py [--quick] [--profile]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, count_aten_ops, fmt_check, fmt_ms,  # noqa: E402
+                    fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
+                    parse_args)
+from orthoscale import data, init, loop, losses, optim, stiefel  # noqa: E402
+from orthoscale.network import Architecture, layers  # noqa: E402
+
+LR = 0.1
+NOISE = 0.1
+PROFILE_D, PROFILE_DTYPE = 10, "f64"
+
+
+def samples_for(d: int) -> int:
+    return 20 * d  # only the moments enter the step; m just has to whiten exactly (m ≥ d)
+
+
+def setup(d: int, N: int, dtype: torch.dtype, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    arch = Architecture((d,) * (N + 1))
+    problem = data.teacher_student(arch, samples=samples_for(d), noise=NOISE, generator=g, dtype=dtype)
+    blocks = init.random_blocks(arch, generator=g, dtype=dtype)
+    return arch, problem, blocks
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument(
+        "--profile", action="store_true", help="also print a torch.profiler table of the largest stacked step"))
+    quick = args.quick
+    ds = [10] if quick else [10, 32]
+    Ns = [8, 1024] if quick else [8, 64, 256, 1024]
+    budget = 0.3 if quick else 1.0
+    min_reps = 3 if quick else 5
+    header("bench_depth: one RGD step, widths (d,)*(N+1), free first layer, columns, polar, spectral", quick)
+    print(f"lr = {LR}, whitened teacher–student (m = 20·d, noise {NOISE}), median of ≥{min_reps} timed steps "
+          f"after warm-up, all from the same iterate\n", flush=True)
+    load = CpuLoad()
+
+    cols = ("dtype", "d", "N", "stacked ms", "NS it", "ATen/step", "loop ms", "loop/stacked", "geoopt ms",
+            "geo/stacked", "chk loop", "chk geo")
+    widths = (5, 3, 5, 10, 5, 9, 9, 12, 9, 11, 11, 11)
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    print(line(cols))
+    print(line(["-" * w for w in widths]), flush=True)
+    start = time.perf_counter()
+    rows = []
+    for name, dtype in DTYPES.items():
+        for d in ds:
+            for N in Ns:
+                arch, problem, blocks = setup(d, N, dtype, seed=N * 1000 + d)
+                Ws = layers(blocks)
+                opt = optim.Optimizer(LR)
+                opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")
+
+                def stacked():
+                    return optim.step(blocks, losses.squared_fast(blocks, problem).grads, arch, opt)
+
+                def per_layer():
+                    return loop.step(Ws, loop.gradients(Ws, problem)[1], arch, opt)
+
+                geo, loss = GeooptRGD(Ws, LR), moments_loss(problem)
+
+                # same-step checks (also the warm-up of each implementation)
+                out_stacked = stacked()
+                diff_loop = max_abs_diff(layers(out_stacked), per_layer())
+                ref = optim.step(blocks, losses.squared_fast(blocks, problem).grads, arch, opt_geo)
+                geo.step(loss)
+                diff_geo = max_abs_diff(layers(ref), geo.layers())
+                ev = losses.squared_fast(blocks, problem)
+                xi = -(LR / optim.balance(blocks[0][0], "spectral")) * stiefel.project(blocks[1], ev.grads[1])
+                n_it = ns_iterations(blocks[1], xi)
+                n_ops = count_aten_ops(stacked)
+
+                tm_st = median_time(stacked, warmup=3, min_reps=min_reps, max_reps=500, budget_s=budget)
+                tm_loop = median_time(per_layer, warmup=1, min_reps=min_reps, max_reps=200, budget_s=budget)
+                tm_geo = median_time(lambda: geo.step(loss), setup=lambda: geo.load(Ws), warmup=1,
+                                     min_reps=min_reps, max_reps=200, budget_s=budget)
+                t_st, t_loop, t_geo = tm_st.seconds, tm_loop.seconds, tm_geo.seconds
+                clean = tm_st.clean and tm_loop.clean and tm_geo.clean
+                rows.append(dict(dtype=name, d=d, N=N, st=t_st, loop=t_loop / t_st, geo=t_geo / t_st))
+                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), n_it, n_ops, fmt_ms(t_loop),
+                            fmt_ratio(t_loop / t_st), fmt_ms(t_geo), fmt_ratio(t_geo / t_st),
+                            fmt_check(diff_loop, dtype), fmt_check(diff_geo, dtype))), flush=True)
+
+    print()
+    print("stacked: losses.squared_fast + optim.step; loop: loop.gradients + loop.step on network.layers(blocks);")
+    print("geoopt: RiemannianSGD, Stiefel(canonical=False) per layer, loss through the second moments by autograd")
+    print("  (QR retraction, no s² balancing). NS it: Newton–Schulz iterations of the batched polar retraction;")
+    print("  ATen/step: ATen operator calls of one stacked step (views included).")
+    print("chk loop: max |Δ| of the layers after one step, stacked vs loop (same algorithm); chk geo: geoopt vs")
+    print("  optim.step(retraction='qr', balance='none') on the stacked gradients; tolerance 1e-8 (f64), 1e-3 (f32).")
+    print(f"grid time {time.perf_counter() - start:.0f} s")
+
+    print("\ntargets:")
+    for r in rows:
+        if r["N"] == 1024 and r["d"] == 10:
+            ok_t = r["st"] < 2e-3
+            ok_r = r["loop"] >= 30
+            tag = "" if r["dtype"] == "f64" else "  (the target is stated for f64)"
+            print(f"  {r['dtype']} N=1024 d=10: stacked {fmt_ms(r['st'])} ms per step (target < 2 ms: "
+                  f"{'met' if ok_t else 'MISSED'}), loop/stacked {fmt_ratio(r['loop'])} (target ≥ 30×: "
+                  f"{'met' if ok_r else 'MISSED'}){tag}")
+
+    arch, problem, blocks = setup(PROFILE_D, max(Ns), DTYPES[PROFILE_DTYPE], seed=1)
+    print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} (each phase timed alone)")
+    breakdown(arch, problem, blocks, LR, budget=budget, min_reps=min_reps, profile=args.profile)
+    footer_load(load)
+
+
+if __name__ == "__main__":
+    main()
