@@ -25,6 +25,7 @@ from .data import Moments, Problem
 from .network import Architecture, check_choice, to_tall
 
 F64 = torch.float64
+LANCZOS_TOL = 1e-10  # relative accuracy of the extreme Ritz values (0, scipy's default, means machine precision)
 RTOL = 1e-9  # λ is "nonzero" when λ > RTOL·λ_max (K is evaluated in float64: its null eigenvalues are ~1e-15·λ_max)
 
 
@@ -153,10 +154,10 @@ def _lanczos(K: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int], 
     def matvec(x: np.ndarray) -> np.ndarray:
         return K(torch.as_tensor(np.ravel(x), dtype=F64, device=device).reshape(shape)).reshape(-1).cpu().numpy()
     v0 = np.random.default_rng(0).standard_normal(n)
-    lam_max = float(eigsh(op(matvec), k=1, which="LA", v0=v0, return_eigenvectors=False)[0])
+    lam_max = float(eigsh(op(matvec), k=1, which="LA", v0=v0, tol=LANCZOS_TOL, return_eigenvectors=False)[0])
     if not lam_max > 0:
         raise ValueError("K = 0: no curvature at this point")
-    theta, x = eigsh(op(lambda x: lam_max * np.ravel(x) - matvec(x)), k=1, which="LA", v0=v0)
+    theta, x = eigsh(op(lambda x: lam_max * np.ravel(x) - matvec(x)), k=1, which="LA", v0=v0, tol=LANCZOS_TOL)
     if lam_max - theta[0] <= RTOL * lam_max:  # the top of λ_max·I − K is null(K): invert K on its range
         def pinv(x):  # K⁺x; atol in units of ‖x‖ so that a (restart) vector in null(K) maps to 0 at once
             scale = 1e-12 * float(np.linalg.norm(x))

@@ -133,7 +133,7 @@ class StudyCfg:
     verbose: int = number(0, ge=0, le=3)     # 0: one compact progress line; ≥ 1: Ray's own tables
     progress_every: float = number(10.0, gt=0)
     state_dir: str | None = None             # None: <project>/.orthoscale
-    theory_max_dim: int = number(1024, ge=0)  # exact local rate per cell when d_N·d_0 ≤ this (dense solve); 0 = off
+    theory_max_dim: int = number(100_000, ge=0)  # exact local rate per cell when d_N·d_0 ≤ this; 0 = off
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture) -> theo
     if key not in _SPECTRA:
         try:
             _SPECTRA[key] = theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments,
-                                                  method=o["method"], balance=o["balance"], dense_max=limit)
+                                                  method=o["method"], balance=o["balance"])
         except ValueError:
             _SPECTRA[key] = None
     return _SPECTRA[key]
