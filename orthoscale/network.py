@@ -138,18 +138,30 @@ def hidden_products(blocks: list[torch.Tensor]):
     W1 = blocks[0]
     d1 = W1.shape[-2]
     eye = lambda d: torch.eye(d, dtype=W1.dtype, device=W1.device)  # noqa: E731
+    inner = [scan.prefix_products(B) for B in blocks[1:]]  # W_j···W_0 inside each block
     T, carry = [], eye(d1)
-    for B in blocks[1:]:
-        pre = scan.prefix_products(B) @ carry
+    for B, pre in zip(blocks[1:], inner):
+        pre = pre @ carry
         T.append(torch.cat([carry[None], pre[:-1]]) if B.shape[0] > 1 else carry[None])  # k > 1 ⇒ square
         carry = pre[-1]
     top = carry
     S, carry = [None] * (len(blocks) - 1), eye(top.shape[0])
     for b in range(len(blocks) - 1, 0, -1):
-        suf = carry @ scan.suffix_products(blocks[b])
+        suf = carry @ _suffixes(blocks[b], inner[b - 1])
         S[b - 1] = torch.cat([suf[1:], carry[None]]) if blocks[b].shape[0] > 1 else carry[None]
         carry = suf[0]
     return T, S, top
+
+
+def _suffixes(B: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """W_{k−1}···W_j for every j. For orthogonal square matrices (to rounding) it is P_{k−1} P_{j−1}ᵀ from
+    the block's prefixes P — one batched product instead of a second scan; otherwise a scan."""
+    k, d = B.shape[0], B.shape[-1]
+    if k > 2 and B.shape[-2] == d:
+        tol = 16 * torch.finfo(B.dtype).eps * d
+        if float((B.mT @ B - torch.eye(d, dtype=B.dtype, device=B.device)).abs().amax()) <= tol:
+            return torch.cat([pre[-1:], pre[-1] @ pre[:-1].mT])
+    return scan.suffix_products(B)
 
 
 def end_to_end(blocks: list[torch.Tensor]) -> torch.Tensor:
