@@ -14,20 +14,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .study import report
     from .study.cells import Cell
-    from .study.compose import PROJECT
+    from .study.cli import study_target
+    from .study.config import ConfigError
     from .study.secrets import redact
     from .study.tracking import Tracker
 
-    study, rest = args[0], args[1:]
-    out = Path(rest[rest.index("--out") + 1]) if "--out" in rest else None
-    sets = dict(a.split("=", 1) for a in rest if "=" in a)
-    state = Path(sets.get("study.state_dir") or PROJECT / ".orthoscale").resolve()
-    if study == "latest":
-        done = sorted((state / "studies").glob("*/results.jsonl"), key=lambda p: p.stat().st_mtime)
-        if not done:
-            print(f"orthoscale: no study in {state / 'studies'}", file=sys.stderr)
-            return 2
-        study = done[-1].parent.name
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        out, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    try:
+        study, sets, state = study_target(args)
+    except ConfigError as err:
+        print(f"orthoscale: invalid config: {err}", file=sys.stderr)
+        return 2
     uri = sets.get("tracking.uri") or f"sqlite:///{state / 'mlflow.db'}"
     family = study.rsplit("-", 1)[0]
     tracker = Tracker(uri, sets.get("tracking.experiment") or f"orthoscale-{family}")

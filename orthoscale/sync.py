@@ -18,17 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0].startswith("-"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    from .study.cli import study_target
     from .study.config import set_path, validate
-    from .study.driver import PROJECT, load_plan, run_study
+    from .study.driver import load_plan, run_study
 
-    target, overrides = args[0], args[1:]
-    raw_sets = dict(o.split("=", 1) for o in overrides if "=" in o)
-    bad = [k for k in raw_sets if k not in ("tracking.uri", "tracking.experiment", "study.state_dir")]
-    if bad:
-        print(f"orthoscale: invalid config: {bad[0]}: sync accepts only tracking.uri, tracking.experiment, "
-              "study.state_dir", file=sys.stderr)
+    try:
+        target, raw_sets, state = study_target(args)
+    except ConfigError as err:
+        print(f"orthoscale: invalid config: {err}", file=sys.stderr)
         return 2
-    state = Path(raw_sets.get("study.state_dir") or PROJECT / ".orthoscale")
     folder = Path(target) if Path(target).is_dir() else state / "studies" / target
     if not (folder / "config.json").exists():
         print(f"orthoscale: no study at {folder}", file=sys.stderr)

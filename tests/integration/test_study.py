@@ -43,6 +43,17 @@ def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
         mine = [c for c in children if c.data.tags["orthoscale.cell"] == row["cell"] and c.info.status == "FINISHED"]
         best = min(mine, key=lambda c: c.data.metrics["objective"])
         assert float(best.data.params["lr"]) == pytest.approx(row["best_lr"], rel=1e-12)
+    # the report re-renders from the MLflow record alone, to the same table
+    import csv
+
+    from orthoscale import report as report_cli
+
+    out = tmp_path / "from-mlflow"
+    assert report_cli.main([res.name, f"study.state_dir={tmp_path}", "--out", str(out)]) == 0
+    again = list(csv.DictReader(open(out / "cells.csv")))
+    assert [float(r["best_lr"]) for r in again] == pytest.approx([r["best_lr"] for r in res.rows], rel=1e-12)
+    assert [r["converged"] for r in again] == [str(r["converged"]) for r in res.rows]
+    assert all((out / png).stat().st_size > 1000 for png in ("rate_vs_depth.png", "curves.png", "landscape.png"))
 
 
 def test_diverging_step_range_is_a_recorded_outcome(ray_local, tmp_path):
