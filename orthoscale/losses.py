@@ -6,13 +6,14 @@ generic  any differentiable loss of f(X) on the m samples, any activation, gradi
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .data import Problem
-from .network import Architecture, check_choice, end_to_end, forward, hidden_products
+from .network import Architecture, Frame, check_choice, end_to_end, forward, hidden_products
 
 LOSSES = {  # ℓ(f(X), Y) averaged over the m samples (columns)
     "squared": lambda out, Y: 0.5 * ((out - Y) ** 2).sum() / Y.shape[1],
@@ -26,24 +27,40 @@ PATHS = ("auto", "fast", "generic")
 class Evaluation:
     loss: torch.Tensor             # L (scalar)
     excess: torch.Tensor           # L − L*, L* = the linear least-squares minimum for the squared loss, else 0
-    grads: list[torch.Tensor]      # one per block, shaped like it
+    block_grads: list[torch.Tensor | None]  # one per block, shaped like it; None where ``frames`` holds it
     product: torch.Tensor | None   # W_N···W_1 for linear networks
+    frames: list[Frame | None] | None = None  # per block: its gradient C_j M C_{j−1}ᵀ in the block's frame
+
+    @functools.cached_property
+    def grads(self) -> list[torch.Tensor]:
+        """G_i = ∂L/∂W_i for every block, shaped like it (a framed block's on first use)."""
+        frames = self.frames or [None] * len(self.block_grads)
+        return [G if G is not None else F.gradient() for G, F in zip(self.block_grads, frames)]
+
+    def finite(self) -> bool:
+        """Loss and gradients all finite (a framed block's gradient through its M and C)."""
+        frames = self.frames or [None] * len(self.block_grads)
+        parts = [self.loss] + [G if G is not None else F.M for G, F in zip(self.block_grads, frames)]
+        return all(bool(torch.isfinite(x).all()) for x in parts)
 
 
 def squared_fast(blocks: list[torch.Tensor], problem: Problem) -> Evaluation:
     """Squared loss and its gradients from the second moments (linear networks only)."""
     mom = problem.moments
-    T, S, top = hidden_products(blocks)
+    chain = hidden_products(blocks)
     W1 = blocks[0][0]
-    P = top @ W1
+    P = chain.top @ W1
     D = P - mom.p_star
     Gp = D if mom.sxx is None else D @ mom.sxx
     excess = 0.5 * (D * Gp).sum()
-    grads = [(top.mT @ Gp)[None]]
+    grads, frames = [(chain.top.mT @ Gp)[None]], [None]
     if len(blocks) > 1:
         K = Gp @ W1.mT
-        grads += [S_b.mT @ K @ T_b.mT for S_b, T_b in zip(S, T)]
-    return Evaluation(mom.loss_star + excess, excess, grads, P)
+        for b in range(len(blocks) - 1):
+            G, F = chain.gradient(b, K)
+            grads.append(G)
+            frames.append(F)
+    return Evaluation(mom.loss_star + excess, excess, grads, P, frames)
 
 
 def generic(blocks: list[torch.Tensor], arch: Architecture, problem: Problem, loss: str) -> Evaluation:

@@ -129,39 +129,99 @@ def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:
     return [torch.stack(Ws[b.start:b.start + b.count]) for b in arch.blocks()]
 
 
-def hidden_products(blocks: list[torch.Tensor]):
-    """Exclusive prefix/suffix products of the chain W_2 … W_N (blocks[1:]).
+@dataclass(frozen=True)
+class Frame:
+    """An orthogonal square block W_a … W_b as W_i = C_j C_{j−1}ᵀ (j = i − a + 1), C (k+1, d, d),
+    C_j = W_{a+j−1}···W_a, C_0 = I; its gradient has the form G_i = C_j M C_{j−1}ᵀ with one M (d, d)."""
+    C: torch.Tensor
+    M: torch.Tensor | None = None
 
-    Returns (T, S, top): for each block, T (k, d_{i−1}, d_1) holds W_{i−1}···W_2, S (k, d_N, d_i) holds
-    W_N···W_{i+1}, and top = W_N···W_2 (d_N × d_1). O(log k) batched matmuls per block.
+    def gradient(self) -> torch.Tensor:
+        """(k, d, d): G_i = C_j M C_{j−1}ᵀ."""
+        return (self.C[1:] @ self.M) @ self.C[:-1].mT
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Products along W_2 … W_N (blocks[1:]) for the gradients; entry b is block b + 1 = W_a … W_b.
+
+    below[b] = W_{a−1}···W_2 and above[b] = W_N···W_{b+1} (None for the identity), top = W_N···W_2.
+    An orthogonal square block of k > 2 layers is held as its Frame (one prefix scan: W_i = C_j C_{j−1}ᵀ
+    gives every suffix as C_k C_jᵀ); any other block as its prefixes ``inner`` and suffixes (two scans).
     """
-    W1 = blocks[0]
-    d1 = W1.shape[-2]
-    eye = lambda d: torch.eye(d, dtype=W1.dtype, device=W1.device)  # noqa: E731
-    inner = [scan.prefix_products(B) for B in blocks[1:]]  # W_j···W_0 inside each block
-    T, carry = [], eye(d1)
-    for B, pre in zip(blocks[1:], inner):
-        pre = pre @ carry
-        T.append(torch.cat([carry[None], pre[:-1]]) if B.shape[0] > 1 else carry[None])  # k > 1 ⇒ square
-        carry = pre[-1]
-    top = carry
-    S, carry = [None] * (len(blocks) - 1), eye(top.shape[0])
-    for b in range(len(blocks) - 1, 0, -1):
-        suf = carry @ _suffixes(blocks[b], inner[b - 1])
-        S[b - 1] = torch.cat([suf[1:], carry[None]]) if blocks[b].shape[0] > 1 else carry[None]
-        carry = suf[0]
-    return T, S, top
+    below: list[torch.Tensor | None]
+    above: list[torch.Tensor | None]
+    frames: list[Frame | None]
+    inner: list[torch.Tensor]
+    suffixes: list[torch.Tensor | None]
+    top: torch.Tensor
+
+    def T(self, b: int) -> torch.Tensor:
+        """(k, d_{i−1}, d_1): W_{i−1}···W_2 for every layer i of block b."""
+        lo, F = self.below[b], self.frames[b]
+        T = F.C[:-1] if F is not None else _with_eye(self.inner[b][:-1], self.inner[b].shape[-1], first=True)
+        return T if lo is None else T @ lo
+
+    def S(self, b: int) -> torch.Tensor:
+        """(k, d_N, d_i): W_N···W_{i+1} for every layer i of block b."""
+        hi, F = self.above[b], self.frames[b]
+        S = F.C[-1] @ F.C[1:].mT if F is not None else _with_eye(self.suffixes[b][1:], self.suffixes[b].shape[-2],
+                                                                   first=False)
+        return S if hi is None else hi @ S
+
+    def gradient(self, b: int, K: torch.Tensor) -> tuple[torch.Tensor | None, Frame | None]:
+        """G_i = S_iᵀ K T_iᵀ for the layers of block b, K (d_N, d_1), as (G, None); for a framed block
+        (None, Frame) with M = C_kᵀ aboveᵀ K belowᵀ, so that G_i = C_j M C_{j−1}ᵀ (Frame.gradient)."""
+        F = self.frames[b]
+        if F is None:
+            return self.S(b).mT @ K @ self.T(b).mT, None
+        lo, hi = self.below[b], self.above[b]
+        M = F.C[-1].mT @ (K if hi is None else hi.mT @ K)
+        M = M if lo is None else M @ lo.mT
+        return None, Frame(F.C, M)
 
 
-def _suffixes(B: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    """W_{k−1}···W_j for every j. For orthogonal square matrices (to rounding) it is P_{k−1} P_{j−1}ᵀ from
-    the block's prefixes P — one batched product instead of a second scan; otherwise a scan."""
+def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+def _with_eye(rest: torch.Tensor, n: int, *, first: bool) -> torch.Tensor:
+    """``rest`` (m, ·, ·) with I_n put first or last along the stack (I_n alone when m = 0)."""
+    eye = _eye(n, rest)[None]
+    if not rest.shape[0]:
+        return eye
+    return torch.cat([eye, rest] if first else [rest, eye])
+
+
+def hidden_products(blocks: list[torch.Tensor]) -> Chain:
+    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one)."""
+    chain = blocks[1:]
+    framed = [_orthogonal_square(B) for B in chain]
+    prefixes = [scan.prefix_products(B, identity_first=f) for B, f in zip(chain, framed)]
+    inner = [P[1:] if f else P for P, f in zip(prefixes, framed)]  # W_j···W_a inside each block
+    frames = [Frame(P) if f else None for P, f in zip(prefixes, framed)]
+    below, carry = [], None
+    for pre in inner:
+        below.append(carry)
+        carry = pre[-1] if carry is None else pre[-1] @ carry
+    top = carry if carry is not None else _eye(blocks[0].shape[-2], blocks[0])
+    above, carry = [None] * len(chain), None
+    for b in range(len(chain) - 1, -1, -1):
+        above[b] = carry
+        carry = inner[b][-1] if carry is None else carry @ inner[b][-1]
+    suffixes = [scan.suffix_products(B) if F is None else None for B, F in zip(chain, frames)]
+    return Chain(below, above, frames, inner, suffixes, top)
+
+
+def _orthogonal_square(B: torch.Tensor) -> bool:
+    """k > 2 square layers, each orthogonal to rounding: max|WᵀW − I| ≤ 16·eps·d."""
     k, d = B.shape[0], B.shape[-1]
-    if k > 2 and B.shape[-2] == d:
-        tol = 16 * torch.finfo(B.dtype).eps * d
-        if float((B.mT @ B - torch.eye(d, dtype=B.dtype, device=B.device)).abs().amax()) <= tol:
-            return torch.cat([pre[-1:], pre[-1] @ pre[:-1].mT])
-    return scan.suffix_products(B)
+    if k <= 2 or B.shape[-2] != d:
+        return False
+    E = B.mT @ B
+    E.diagonal(dim1=-2, dim2=-1).sub_(1)
+    lo, hi = torch.aminmax(E)
+    return max(-float(lo), float(hi)) <= 16 * torch.finfo(B.dtype).eps * d
 
 
 def end_to_end(blocks: list[torch.Tensor]) -> torch.Tensor:

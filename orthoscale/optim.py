@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from . import stiefel
-from .network import Architecture, check_choice, to_tall
+from .network import Architecture, Frame, check_choice, to_tall
 
 METHODS = ("rgd", "gd")
 BALANCES = ("spectral", "frobenius", "none")
@@ -42,19 +42,33 @@ def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
     return torch.linalg.eigvalsh(gram)[-1]
 
 
-def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture,
-         opt: Optimizer) -> list[torch.Tensor]:
-    """The next iterate; every block is updated from the same (blocks, grads)."""
+def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture, opt: Optimizer,
+         frames: list[Frame | None] | None = None) -> list[torch.Tensor]:
+    """The next iterate; every block is updated from the same (blocks, grads).
+
+    ``grads`` and ``frames`` as in losses.Evaluation (block_grads may be None where a frame holds it).
+    ``frames`` (losses.Evaluation.frames) hold the gradient of an orthogonal square block as
+    G_i = C_j M C_{j−1}ᵀ with W_i = C_j C_{j−1}ᵀ; then P_W(G_i) = C_j skew(M) C_{j−1}ᵀ and the polar
+    retraction is C_j polar(I − (μ/s²) skew M) C_{j−1}ᵀ — the same step without a per-layer projection
+    or Newton–Schulz loop over the stack.
+    """
+    frames = frames or [None] * len(blocks)
+    full = lambda G, F: G if G is not None else F.gradient()  # noqa: E731
     if opt.method == "gd":
-        return [B - opt.lr * G for B, G in zip(blocks, grads)]
+        return [B - opt.lr * full(G, F) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     lr_orth = opt.lr / balance(free, opt.balance)
     out = []
-    for B, G, b in zip(blocks, grads, layout):
+    for B, G, b, F in zip(blocks, grads, layout, frames):
         if not b.constrained:
-            out.append(B - opt.lr * G)
+            out.append(B - opt.lr * full(G, F))
             continue
+        if F is not None and opt.retraction == "polar":
+            eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
+            out.append(stiefel.polar_in_frame(F.C, eye - lr_orth * (F.M - F.M.mT) / 2))
+            continue
+        G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)
         xi = -lr_orth * stiefel.project(V, GV)
         out.append(to_tall(stiefel.retract(V, xi, opt.retraction), arch))

@@ -1,15 +1,17 @@
-"""Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in O(log k) batched calls.
+"""Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in few batched calls.
 
-Hillis–Steele doubling: after the round with offset o, entry j holds the product of the min(j+1, 2o)
-matrices ending at j. Long stacks are scanned in two levels — inside chunks of ``CHUNK`` matrices, then
-across the chunks' totals — which cuts the work from k·log₂k to about k·(log₂CHUNK + 2) matmuls
-while keeping the number of batched calls logarithmic.
+Stacks of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the product of the
+min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Long stacks are cut into chunks of ``CHUNK``
+consecutive matrices: CHUNK − 1 batched products run the prefixes of all chunks at once, a doubling
+scan takes the chunks' totals, and one batched product continues every chunk from those before it —
+k + O(k/CHUNK · log k) matmuls in CHUNK + O(log k) calls, written in place into one buffer.
 """
 from __future__ import annotations
 
 import torch
 
-CHUNK = 16
+CHUNK = 8    # chunk length of long stacks
+SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 
 
 def _doubling(W: torch.Tensor) -> torch.Tensor:
@@ -21,17 +23,28 @@ def _doubling(W: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def prefix_products(W: torch.Tensor) -> torch.Tensor:
-    """out[j] = W_j ··· W_1 W_0 for a stack W of shape (k, d, d)."""
+def prefix_products(W: torch.Tensor, *, identity_first: bool = False) -> torch.Tensor:
+    """out[j] = W_j ··· W_1 W_0 for a stack W of shape (k, d, d); with ``identity_first`` the (k+1, d, d)
+    stack [I, W_0, W_1 W_0, …] instead (the empty product first)."""
     k, d = W.shape[0], W.shape[-1]
-    if k <= 2 * CHUNK:
-        return _doubling(W)
-    n = -(-k // CHUNK)
-    pad = torch.eye(d, dtype=W.dtype, device=W.device).expand(n * CHUNK - k, d, d)
-    inner = _doubling(torch.cat([W, pad]).view(n, CHUNK, d, d))   # prefixes inside each chunk
-    carry = prefix_products(inner[:, -1])                          # products of whole chunks 0…j
-    out = torch.cat([inner[:1], inner[1:] @ carry[:-1, None]])    # chunk j continues from chunks < j
-    return out.reshape(n * CHUNK, d, d)[:k]
+    lead, n = int(identity_first), -(-k // CHUNK)
+    eye = torch.eye(d, dtype=W.dtype, device=W.device)
+    if k <= SHORT:
+        out = _doubling(W)
+        return torch.cat([eye[None], out]) if lead else out
+    buf = torch.empty(lead + n * CHUNK, d, d, dtype=W.dtype, device=W.device)
+    buf[:lead] = eye
+    buf[lead:lead + k] = W
+    buf[lead + k:] = eye                                            # padding to whole chunks
+    chunks = buf[lead:].view(n, CHUNK, d, d)
+    for j in range(1, CHUNK):                                       # prefixes inside every chunk
+        chunks[:, j] = torch.bmm(chunks[:, j], chunks[:, j - 1])
+    carry = _doubling(chunks[:, -1])                                # chunks 0…c as one product each
+    out = torch.empty_like(buf)
+    out[:lead + CHUNK] = buf[:lead + CHUNK]
+    rows = (n - 1, CHUNK * d, d)                                    # chunk c continues from chunks < c:
+    torch.bmm(buf[lead + CHUNK:].view(rows), carry[:-1], out=out[lead + CHUNK:].view(rows))  # (CHUNK·d × d)·(d × d)
+    return out[:lead + k]
 
 
 def suffix_products(W: torch.Tensor) -> torch.Tensor:

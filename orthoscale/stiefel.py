@@ -80,6 +80,19 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
     return X
 
 
+def polar_in_frame(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A (d, d): C_j polar(A) C_{j−1}ᵀ.
+
+    The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
+    stack. Rounding in C (≈ Σ of its layers' deviations from orthogonality) would grow step after step;
+    one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
+    """
+    X = (C[1:] @ polar_svd(A)) @ C[:-1].mT
+    Y = X.mT @ X
+    Y.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.5)
+    return X @ Y
+
+
 def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.Tensor:
     """Retr_W(ξ) for a tangent ξ at W, by ``method`` ∈ RETRACTIONS."""
     if method == "polar":  # σ(W + ξ)² = 1 + σ(ξ)² for tangent ξ, so √(1 + ‖ξ‖_F²) bounds σ_max

@@ -93,7 +93,7 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
         if target is not None and ev.product is not None:
             traj.e2e_error.append(float(torch.linalg.matrix_norm(ev.product - target)) / target_norm)
         best.append(min(excess, best[-1]) if best else excess)
-        finite = math.isfinite(value) and all(bool(torch.isfinite(G).all()) for G in ev.grads)
+        finite = math.isfinite(value) and ev.finite()
         if not finite:
             traj.outcome, traj.reason = "diverged", f"non-finite loss or gradient at step {t}"
         elif value > stop.diverge_factor * traj.loss[0]:
@@ -110,7 +110,7 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
             traj.outcome, traj.reason = "pruned", f"stopped by the caller at step {t}"
         else:
             try:
-                blocks = step(blocks, ev.grads, arch, opt)
+                blocks = step(blocks, ev.block_grads, arch, opt, ev.frames)
                 continue
             except torch.linalg.LinAlgError as err:  # a retraction of a huge or non-finite step
                 traj.outcome, traj.reason = "diverged", f"retraction failed at step {t}: {err}"

@@ -4,7 +4,8 @@ Widths (d,)*(N+1), free first layer, N−1 orthonormal d×d layers (columns), po
 balance, lr = LR; a whitened teacher–student problem (data.teacher_student). Timed side by side from the
 same iterate (the squared loss through the second moments everywhere, so all three solve the same problem):
 
-  stacked  losses.squared_fast + optim.step on the stacked blocks (O(log N) batched calls)
+  stacked  losses.squared_fast + optim.step on the stacked blocks, as train.train runs them: the
+           orthogonal run held by its prefix products and updated in that frame (network.Frame)
   loop     loop.gradients + loop.step on the list network.layers(blocks) (a Python loop over layers)
   geoopt   per-layer parameters: nn.Parameter (free layer) and ManifoldParameters on
            geoopt.Stiefel(canonical=False), RiemannianSGD, loss L* + ½‖P − P*‖² by autograd through
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, count_aten_ops, fmt_check, fmt_ms,  # noqa: E402
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten_ops, fmt_check, fmt_ms,  # noqa: E402
                     fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
                     parse_args)
 from orthoscale import data, init, loop, losses, optim, stiefel  # noqa: E402
@@ -60,9 +61,9 @@ def main() -> None:
           f"after warm-up, all from the same iterate\n", flush=True)
     load = CpuLoad()
 
-    cols = ("dtype", "d", "N", "stacked ms", "NS it", "ATen/step", "loop ms", "loop/stacked", "geoopt ms",
-            "geo/stacked", "chk loop", "chk geo")
-    widths = (5, 3, 5, 10, 5, 9, 9, 12, 9, 11, 11, 11)
+    cols = ("dtype", "d", "N", "stacked ms", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
+            "geoopt ms", "geo/stacked", "chk loop", "chk geo")
+    widths = (5, 3, 5, 10, 5, 9, 7, 9, 12, 9, 11, 11, 11)
     line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
     print(line(cols))
     print(line(["-" * w for w in widths]), flush=True)
@@ -77,7 +78,7 @@ def main() -> None:
                 opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")
 
                 def stacked():
-                    return optim.step(blocks, losses.squared_fast(blocks, problem).grads, arch, opt)
+                    return fast_step(blocks, problem, arch, opt)
 
                 def per_layer():
                     return loop.step(Ws, loop.gradients(Ws, problem)[1], arch, opt)
@@ -102,15 +103,18 @@ def main() -> None:
                 t_st, t_loop, t_geo = tm_st.seconds, tm_loop.seconds, tm_geo.seconds
                 clean = tm_st.clean and tm_loop.clean and tm_geo.clean
                 rows.append(dict(dtype=name, d=d, N=N, st=t_st, loop=t_loop / t_st, geo=t_geo / t_st))
-                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), n_it, n_ops, fmt_ms(t_loop),
+                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), n_it, n_ops, f"{tm_st.faults:.0f}",
+                            fmt_ms(t_loop),
                             fmt_ratio(t_loop / t_st), fmt_ms(t_geo), fmt_ratio(t_geo / t_st),
                             fmt_check(diff_loop, dtype), fmt_check(diff_geo, dtype))), flush=True)
 
     print()
     print("stacked: losses.squared_fast + optim.step; loop: loop.gradients + loop.step on network.layers(blocks);")
     print("geoopt: RiemannianSGD, Stiefel(canonical=False) per layer, loss through the second moments by autograd")
-    print("  (QR retraction, no s² balancing). NS it: Newton–Schulz iterations of the batched polar retraction;")
-    print("  ATen/step: ATen operator calls of one stacked step (views included).")
+    print("  (QR retraction, no s² balancing). NS it: Newton–Schulz iterations a per-layer polar retraction takes")
+    print("  here (the framed update needs one d×d polar factor and one Newton–Schulz step);")
+    print("  ATen/step: ATen operator calls of one stacked step (views included); pf/step: minor page faults per")
+    print("  stacked step (fresh pages the allocator got from the kernel).")
     print("chk loop: max |Δ| of the layers after one step, stacked vs loop (same algorithm); chk geo: geoopt vs")
     print("  optim.step(retraction='qr', balance='none') on the stacked gradients; tolerance 1e-8 (f64), 1e-3 (f32).")
     print(f"grid time {time.perf_counter() - start:.0f} s")

@@ -10,6 +10,7 @@ import gc
 import math
 import os
 import platform
+import resource
 import statistics
 import time
 from typing import Callable
@@ -101,6 +102,20 @@ def footer_load(load: CpuLoad) -> None:
               f"{Quiet.DIRTY_CORES} cores on average.")
 
 
+def code_version() -> str:
+    """The git commit the measured core comes from, with '+dirty' when orthoscale/ has local changes."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "orthoscale"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"git {rev or 'unknown'}{'+dirty orthoscale/' if dirty else ''}"
+
+
 def header(title: str, quick: bool) -> None:
     """Machine line first: torch version and the (default, untouched) thread count."""
     try:
@@ -112,7 +127,9 @@ def header(title: str, quick: bool) -> None:
     print(f"torch {torch.__version__} | torch.get_num_threads() = {torch.get_num_threads()} "
           f"(interop {torch.get_num_interop_threads()}) | os.cpu_count() = {os.cpu_count()} | "
           f"geoopt {geo} | python {platform.python_version()}")
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {cpu_model()} | code: {code_version()}")
+    allocator_warmup()
+    print("allocator: glibc mmap threshold raised once by a 31 MiB alloc/free (see common.allocator_warmup)")
     print(idle_check())
     print(flush=True)
 
@@ -149,14 +166,35 @@ class Quiet:
 
 
 class Timing(tuple):
-    """(seconds, reps, clean): the median time, how many timed repeats, False if other processes competed."""
+    """(seconds, reps, clean, faults): the median time, how many timed repeats, False if other processes
+    competed, and minor page faults per call (memory the allocator had to get fresh from the kernel)."""
 
-    def __new__(cls, seconds: float, reps: int, clean: bool):
-        return super().__new__(cls, (seconds, reps, clean))
+    def __new__(cls, seconds: float, reps: int, clean: bool, faults: float):
+        return super().__new__(cls, (seconds, reps, clean, faults))
 
     seconds = property(lambda self: self[0])
     reps = property(lambda self: self[1])
     clean = property(lambda self: self[2])
+    faults = property(lambda self: self[3])
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def allocator_warmup() -> None:
+    """Put glibc's malloc in the state a long-running process is in, before anything is timed.
+
+    glibc serves blocks above its mmap threshold (initially 128 KiB) with fresh mmap'd pages and returns
+    them on free, so every large temporary is page-faulted in again (1 000 faults and 2× the time per step
+    at N = 1024, d = 10); the threshold rises to the size of the first freed large block (≤ 32 MiB). Any
+    real run crosses that early (data loading); a fresh benchmark process would otherwise measure a state
+    that depends on which configs ran before. One 31 MiB block allocated and freed sets it once. Faults
+    that remain (blocks > 32 MiB) are inherent and are reported per step ('pf/step').
+    """
+    block = torch.empty(31 * 2 ** 20 // 8, dtype=torch.float64)
+    block.fill_(0.0)
+    del block
 
 
 def median_time(fn: Callable[[], object], *, setup: Callable[[], object] | None = None, warmup: int = 1,
@@ -174,6 +212,7 @@ def median_time(fn: Callable[[], object], *, setup: Callable[[], object] | None 
     for attempt in range(Quiet.tries):
         Quiet.wait()
         probe = CpuLoad()
+        faults0 = _minor_faults()
         times: list[float] = []
         spent = 0.0
         while len(times) < min_reps or (spent < budget_s and len(times) < max_reps):
@@ -184,10 +223,11 @@ def median_time(fn: Callable[[], object], *, setup: Callable[[], object] | None 
             dt = time.perf_counter() - t0
             times.append(dt)
             spent += dt
+        faults = (_minor_faults() - faults0) / len(times)
         if probe.others() < Quiet.DIRTY_CORES:
-            return Timing(statistics.median(times), len(times), True)
+            return Timing(statistics.median(times), len(times), True, faults)
     Quiet.flagged += 1
-    return Timing(statistics.median(times), len(times), False)
+    return Timing(statistics.median(times), len(times), False, faults)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, quick: bool = False) -> float:
@@ -327,15 +367,6 @@ def ns_iterations(V: torch.Tensor, xi: torch.Tensor) -> int:
     return 40
 
 
-def hillis_steele_products(k: int) -> int:
-    """Matrix products done by scan.prefix_products (or suffix_products) on k matrices: Σ_{o=1,2,4,…<k} (k − o)."""
-    total, o = 0, 1
-    while o < k:
-        total += k - o
-        o *= 2
-    return total
-
-
 def count_aten_ops(fn: Callable[[], object]) -> int:
     """Number of ATen operator calls (kernels launched, views included) that fn() dispatches."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -360,6 +391,13 @@ def counted_matmul_flops(fn: Callable[[], object]) -> int:
     return int(fc.get_total_flops())
 
 
+def fast_step(blocks: list[torch.Tensor], problem: Problem, arch: Architecture,
+              opt: optim.Optimizer) -> list[torch.Tensor]:
+    """One RGD step as train.train takes it on the fast path: gradients with their frames, then the update."""
+    ev = losses.squared_fast(blocks, problem)
+    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+
+
 # ---------------------------------------------------------------------------------------------- breakdown
 def breakdown(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], lr: float, *, budget: float,
               min_reps: int, profile: bool = False) -> None:
@@ -372,24 +410,23 @@ def breakdown(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], 
     V, G, W1 = blocks[1], ev.grads[1], blocks[0][0]
     xi = -(lr / optim.balance(W1, "spectral")) * stiefel.project(V, G)
     phases = [
-        ("network.hidden_products (all T, S)", lambda: hidden_products(blocks)),
+        ("network.hidden_products (prefixes, frames)", lambda: hidden_products(blocks)),
         ("  of which one scan.prefix_products", lambda: scan.prefix_products(V)),
         ("losses.squared_fast (whole gradient)", lambda: losses.squared_fast(blocks, problem)),
-        ("Architecture.blocks() (in optim.step)", lambda: arch.blocks()),
         ("optim.balance (spectral s², eigvalsh)", lambda: optim.balance(W1, "spectral")),
-        ("stiefel.project", lambda: stiefel.project(V, G)),
-        (f"stiefel.retract polar ({ns_iterations(V, xi)} NS it)", lambda: stiefel.retract(V, xi, "polar")),
-        ("optim.step (whole update)", lambda: optim.step(blocks, ev.grads, arch, opt)),
-        ("full step (gradient + update)",
-         lambda: optim.step(blocks, losses.squared_fast(blocks, problem).grads, arch, opt)),
+        ("optim.step in the frame (whole update)", lambda: optim.step(blocks, ev.block_grads, arch, opt, ev.frames)),
+        ("  per layer instead: stiefel.project", lambda: stiefel.project(V, G)),
+        (f"  per layer instead: retract polar ({ns_iterations(V, xi)} NS it)",
+         lambda: stiefel.retract(V, xi, "polar")),
+        ("full step (gradient + update)", lambda: fast_step(blocks, problem, arch, opt)),
     ]
     results = [(name, median_time(fn, warmup=2, min_reps=min_reps, max_reps=500, budget_s=budget),
                 count_aten_ops(fn)) for name, fn in phases]
     total = results[-1][1].seconds
-    print(f"{'phase':>46}  {'ms':>8}  {'% step':>6}  {'ATen calls':>10}")
+    print(f"{'phase':>46}  {'ms':>8}  {'% step':>6}  {'ATen calls':>10}  {'pf/call':>7}")
     for name, t, n in results:
         print(f"{name:>46}  {fmt_ms(t.seconds) + ('' if t.clean else '*'):>8}  {100 * t.seconds / total:>5.0f}%  "
-              f"{n:>10}")
+              f"{n:>10}  {t.faults:>7.0f}")
     if profile:
         from torch.profiler import ProfilerActivity, profile as prof
         fn = phases[-1][1]

@@ -94,6 +94,23 @@ def test_stacked_fast_path_equals_per_layer_loop(widths, orientation, free, kind
         assert float((G - R).abs().max()) <= 1e-12 * max(1.0, float(R.abs().max()))
 
 
+def test_framed_gradients_are_lazy_and_exact(gen):
+    """A long orthogonal run keeps its gradient as (C, M); .grads materialises C_j M C_{j−1}ᵀ, equal to the
+    per-layer loop; finite() sees a non-finite M."""
+    arch = Architecture((4,) * 41, "first")
+    prob = make_problem(arch, "raw", gen(7))
+    blocks = init.random_blocks(arch, generator=gen(8))
+    ev = losses.squared_fast(blocks, prob)
+    assert ev.block_grads[1] is None and ev.frames[1].C.shape == (40, 4, 4)
+    _, grads = loop.gradients(network.layers(blocks), prob)
+    for G, R in zip(network.layers(ev.grads), grads):
+        assert float((G - R).abs().max()) <= 1e-12 * max(1.0, float(R.abs().max()))
+    assert ev.finite()
+    bad = losses.Evaluation(ev.loss, ev.excess, ev.block_grads, ev.product,
+                            [None, network.Frame(ev.frames[1].C, ev.frames[1].M * float("nan"))])
+    assert not bad.finite()
+
+
 def test_excess_is_distance_to_teacher_on_whitened_data(gen):
     """Σ_xx = I and no noise: L* = 0 and L − L* = ½‖P − W*‖_F²."""
     arch = Architecture((5, 6, 6, 6))

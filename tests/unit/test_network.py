@@ -120,20 +120,24 @@ def test_hidden_products_and_end_to_end_match_loop(widths, orientation, free, ge
     arch = Architecture(widths, free, orientation)
     blocks = init.random_blocks(arch, scale=1.3, generator=gen(3))
     assert [tuple(B.shape) for B in blocks] == [(b.count, b.rows, b.cols) for b in arch.blocks()]
-    Ws = network.layers(blocks)
-    assert len(Ws) == arch.depth
-    N, d1 = arch.depth, widths[1]
-    T, S, top = network.hidden_products(blocks)
-    assert len(T) == len(S) == len(blocks) - 1
-    T_flat, S_flat = [t for Tb in T for t in Tb], [s for Sb in S for s in Sb]
-    assert len(T_flat) == len(S_flat) == N - 1
-    for i in range(2, N + 1):
-        assert float((T_flat[i - 2] - chain(Ws, 2, i - 1, d1)).abs().max()) <= 1e-12
-        assert float((S_flat[i - 2] - chain(Ws, i + 1, N, widths[i])).abs().max()) <= 1e-12
-    assert float((top - chain(Ws, 2, N, d1)).abs().max()) <= 1e-12
-    P = network.end_to_end(blocks)
-    assert P.shape == (widths[-1], widths[0])
-    assert float((P - chain(Ws, 1, N, widths[0])).abs().max()) <= 1e-12
+    long_square = [B.shape[0] > 2 and B.shape[-1] == B.shape[-2] for B in blocks[1:]]
+    off = [B + 1e-6 * torch.randn(B.shape, generator=gen(9), dtype=B.dtype) for B in blocks]  # off the manifold
+    for bs, framed in ((blocks, long_square), (off, [False] * len(long_square))):
+        Ws = network.layers(bs)
+        assert len(Ws) == arch.depth
+        N, d1 = arch.depth, widths[1]
+        ch = network.hidden_products(bs)
+        assert [F is not None for F in ch.frames] == framed  # frames exactly for orthogonal square runs
+        T, S = [ch.T(b) for b in range(len(bs) - 1)], [ch.S(b) for b in range(len(bs) - 1)]
+        T_flat, S_flat = [t for Tb in T for t in Tb], [s for Sb in S for s in Sb]
+        assert len(T_flat) == len(S_flat) == N - 1
+        for i in range(2, N + 1):
+            assert float((T_flat[i - 2] - chain(Ws, 2, i - 1, d1)).abs().max()) <= 1e-12
+            assert float((S_flat[i - 2] - chain(Ws, i + 1, N, widths[i])).abs().max()) <= 1e-12
+        assert float((ch.top - chain(Ws, 2, N, d1)).abs().max()) <= 1e-12
+        P = network.end_to_end(bs)
+        assert P.shape == (widths[-1], widths[0])
+        assert float((P - chain(Ws, 1, N, widths[0])).abs().max()) <= 1e-12
 
 
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "leaky_relu"])

@@ -195,6 +195,34 @@ def test_polar_retraction_equals_svd_polar(batch, n, p, scale, gen):
     assert float((stiefel.retract(W, xi, "polar_svd") - stiefel.polar_svd(W + xi)).abs().max()) <= 1e-14
 
 
+@pytest.mark.parametrize("scale", [1e-3, 0.3, 5.0])
+def test_polar_in_frame_equals_the_polar_retraction_of_every_layer(scale, gen):
+    """W_j = C_j C_{j−1}ᵀ and ξ_j = −C_j Ω C_{j−1}ᵀ (Ω skew, the form of a tangent vector in the frame):
+    C_j polar(I − Ω) C_{j−1}ᵀ is the polar retraction of every layer, and stays orthogonal to rounding."""
+    g = gen(31)
+    C = stiefel.random_point(6, 6, 40, generator=g)
+    C[0] = torch.eye(6, dtype=F64)
+    Z = torch.randn(6, 6, generator=g, dtype=F64)
+    Omega = scale * (Z - Z.mT) / 2
+    W = C[1:] @ C[:-1].mT
+    xi = -(C[1:] @ Omega) @ C[:-1].mT
+    assert float((stiefel.project(W, xi) - xi).abs().max()) <= 1e-13  # ξ is tangent
+    X = stiefel.polar_in_frame(C, torch.eye(6, dtype=F64) - Omega)
+    assert float((X - stiefel.retract(W, xi, "polar_svd")).abs().max()) <= 1e-12
+    assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
+
+
+def test_polar_in_frame_removes_drift_of_the_frame(gen):
+    """Prefixes off orthogonality by 1e-9 (as rounding accumulates along a deep chain): the result is
+    orthogonal to rounding again, not 1e-9 off."""
+    g = gen(32)
+    C = stiefel.random_point(5, 5, 30, generator=g)
+    C = C + 1e-9 * torch.randn(C.shape, generator=g, dtype=F64)
+    X = stiefel.polar_in_frame(C, torch.eye(5, dtype=F64))
+    assert float(stiefel.orthonormality_error(C[1:] @ C[:-1].mT).max()) > 1e-10
+    assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
+
+
 def test_newton_schulz_falls_back_to_svd(gen):
     """Matrices that have not converged after max_iter are redone by SVD (batched and single)."""
     g = gen(18)
