@@ -71,6 +71,67 @@ def iterations_to(values, tol: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def observed_rate(values, tol: float) -> float | None:
+    """ρ of the linear phase (fit_rate); for a run that reached ``tol`` too fast to fit one, its mean
+    contraction (v_T / v_0)^(1/T) up to the first value ≤ tol (an upper bound: transients included)."""
+    fit = fit_rate(values)
+    if fit.found:
+        return fit.rate
+    hit = iterations_to(values, tol)
+    if hit is None or hit == 0 or not values[0] > 0:
+        return None
+    return float((max(values[hit], 1e-300) / values[0]) ** (1.0 / hit))
+
+
+LEAN = 0.5  # where propose_step probes between a lower and an upper bound of μ* (log scale)
+
+
+def propose_step(points: list[tuple[float, float]], diverged: list[float], lo: float, hi: float,
+                 tol: float = 0.01) -> float:
+    """The next step size μ ∈ [lo, hi] when searching the best local rate of a gradient method.
+
+    Near a minimum a step contracts the error by r(μ) = max(|1 − μa|, |1 − μb|), a and b the extreme
+    curvatures: 1 − μa left of μ* = 2/(a + b), μb − 1 right of it, unstable past 2/b. The measured (μ, r),
+    sorted by μ, are split into a left and a right branch — the split whose weighted least-squares lines
+    fit best and put μ* between them (ties: more points on the left). Both branches seen: μ* = 2/(a + b).
+    Only the left one: b unknown, so probe between the largest μ tried and the least upper bound of μ*
+    (1/a since b ≥ a; 2/(a + 2/μ_d) for a diverged μ_d, which means b ≥ 2/μ_d; hi). Only the right one:
+    μ* ≥ 1/b, the next probe.
+    """
+    pts = sorted(points)
+    best = None
+    for s in range(len(pts), -1, -1):
+        left, right = pts[:s], pts[s:]
+        a = _slope(left, lambda mu, r: (1 - r) / mu)
+        b = _slope(right, lambda mu, r: (1 + r) / mu)
+        if (left and not a > 0) or (right and not b > 0) or (left and right and not (
+                b > a and left[-1][0] * (1 + tol) <= 2 / (a + b) <= right[0][0] / (1 + tol))):
+            continue
+        sse = sum((r - (1 - mu * a)) ** 2 for mu, r in left) + sum((r - (mu * b - 1)) ** 2 for mu, r in right)
+        if best is None or sse < best[0] * (1 - 1e-9):
+            best = (sse, left, right, a, b)
+    if best is None:  # no consistent reading of the points: probe above the best one measured
+        return min(max(min(pts, key=lambda p: p[1])[0] * (1 + tol), lo), hi)
+    _, left, right, a, b = best
+    if left and right:
+        guess = 2 / (a + b)
+    elif right:
+        guess = 1 / b
+    else:
+        lower = left[-1][0]
+        upper = min([hi] + [2 / (a + 2 / d) for d in diverged if a > 0] + ([1 / a] if a > 0 else []))
+        guess = lower ** (1 - LEAN) * upper ** LEAN if upper > lower * (1 + tol) else lower * (1 + tol)
+    return min(max(guess, lo), hi)
+
+
+def _slope(points, value) -> float | None:
+    """Σ μ² v(μ, r) / Σ μ²: one branch's curvature, each point weighted by its precision (∝ μ²)."""
+    if not points:
+        return None
+    w = [mu * mu for mu, _ in points]
+    return sum(wi * value(mu, r) for wi, (mu, r) in zip(w, points)) / sum(w)
+
+
 @dataclass(frozen=True)
 class PowerLaw:
     """y ≈ c · x^k fitted on log–log axes; ``ci`` is the 95 % interval of k."""

@@ -88,14 +88,15 @@ class StopCfg:
 @dataclass(frozen=True)
 class SearchCfg:
     """Per-cell Optuna search over μ on a log scale."""
-    trials: int = number(8, ge=1, le=100_000)
+    trials: int = number(12, ge=1, le=100_000)
     lr_min: float = number(1e-3, gt=0)
     lr_max: float = number(3.0, gt=0)
-    sampler: str = choice("tpe", ("tpe", "gp", "random", "qmc"))
+    objective: str = choice("rate", ("rate", "steps"))  # minimised: observed loss rate, or steps to tol
+    sampler: str = choice("rate", ("rate", "tpe", "gp", "random", "qmc"))
     startup_trials: int = number(4, ge=0)
     pruner: str = choice("median", ("median", "none"))
     report_every: int = number(50, ge=1)
-    penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: max_iters · (1 + penalty · remaining)
+    penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: 1 + penalty · share left
     seed: int = number(0, ge=0)
 
 

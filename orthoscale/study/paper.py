@@ -96,7 +96,8 @@ def write_report(folder: Path, results: dict[str, StudyResult], scale: str, over
              "- Loss (1/2m)‖PX − Y‖²; error = relative excess loss (L − L*)/(L(0) − L*); converged at 1e-8.",
              "- Initialisation: spectral (least-squares subspaces, flat spectrum) for one-hot targets; the teacher "
              "perturbed by δ = 0.2 for teacher targets; plain GD starts from the same point as RGD.",
-             "- μ searched per cell by Optuna on a log scale; ρ is the fitted per-step contraction of the excess loss.", ""]
+             "- μ searched per cell by Optuna on a log scale (sampler and objective: search.sampler, search.objective); "
+             "ρ is the fitted per-step contraction of the excess loss.", ""]
     sections = {"paper_mnist": ("Rate against depth on MNIST", "variant"),
                 "paper_gd": ("RGD against plain GD", "optim.method"),
                 "paper_nonlinear": ("Nonlinear against linear", "model.activation"),

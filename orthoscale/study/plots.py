@@ -87,7 +87,7 @@ MARKERS = {"converged": ("o", "C2"), "diverged": ("x", "C3"), "stalled": ("v", "
 
 
 def landscape(folder: Path, cells, records) -> None:
-    """Objective (steps to tolerance) against μ per cell, one small panel each, outcomes marked."""
+    """Objective (search.objective) against μ per cell, one small panel each, outcomes marked."""
     cols = min(5, len(cells))
     rows = -(-len(cells) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
@@ -109,7 +109,7 @@ def landscape(folder: Path, cells, records) -> None:
     for ax in axes.flat[len(cells):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("objective (steps)", fontsize=7)
+        ax.set_ylabel("objective", fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("step size μ", fontsize=7)
     handles = [plt.Line2D([], [], marker=m, color=c, ls="", label=o) for o, (m, c) in MARKERS.items()]

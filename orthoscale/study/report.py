@@ -1,6 +1,6 @@
 """A study's analysis from its result records: the cell table, scaling laws against depth, and plots.
 
-Per cell, the best trial is the finished one with the least objective (steps to tolerance); its μ
+Per cell, the best trial is the finished one with the least objective (search.objective); its μ
 and fitted rate ρ are the cell's best μ and best ρ. Across cells that differ only in depth and seed
 (a *series*), 1 − ρ and μ are fitted as power laws of N, with seeds giving the spread.
 """

@@ -16,6 +16,7 @@ import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from .. import rates
 from .cells import Cell
 from .trial import FINAL
 
@@ -28,6 +29,8 @@ def derived_seed(*parts) -> int:
 
 
 def make_sampler(name: str, seed: int, startup: int):
+    if name == "rate":
+        return RateSampler(startup)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     if name == "gp":
@@ -37,10 +40,52 @@ def make_sampler(name: str, seed: int, startup: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+class RateSampler(optuna.samplers.BaseSampler):
+    """μ from a model of the local rate (rates.propose_step): a trial's measured loss rate ρ is r(μ)² with
+    r(μ) = max(|1 − μa|, |1 − μb|). The first ``startup`` trials spread over the log range (a fixed grid,
+    taken middle-out); a proposal that a running trial already covers falls back to the next grid point."""
+
+    def __init__(self, startup: int):
+        self.startup = max(startup, 1)
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, name, dist):
+        S = optuna.trial.TrialState
+        done = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.FAIL))
+                if name in t.params]
+        busy = [t.params[name] for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
+                if name in t.params and t.number != trial.number]
+        points = [(t.params[name], math.sqrt(t.user_attrs["rate"])) for t in done
+                  if t.user_attrs.get("rate") is not None and 0 < t.user_attrs["rate"] < 1]
+        if len(done) >= self.startup and points:
+            mu = rates.propose_step(points, [t.params[name] for t in done if t.user_attrs.get("diverged")],
+                                    dist.low, dist.high)
+            if not any(abs(mu / b - 1) < 1e-3 for b in busy):
+                return mu
+        return self._grid(len(done) + len(busy), dist)
+
+    def _grid(self, k: int, dist) -> float:
+        """Point k of a middle-out order of ``startup`` log-spaced points (then halfway between them)."""
+        n = self.startup * 2 ** (k // self.startup)
+        order = sorted(range(n), key=lambda i: (abs(i - (n - 1) / 2), i))
+        u = (order[k % n] + 0.5) / n
+        return math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
+
+
 def make_pruner(name: str, startup: int):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=max(startup, 1), n_warmup_steps=0)
     return optuna.pruners.NopPruner()
+
+
+def trial_attrs(result: dict) -> dict:
+    """What a model-based sampler learns from a finished trial beyond its objective."""
+    return {"rate": result.get("observed_rate"), "diverged": result.get("outcome") == "diverged"}
 
 
 class CellSearch(Searcher):
@@ -70,7 +115,8 @@ class CellSearch(Searcher):
                 rec["status"], optuna.trial.TrialState.FAIL)
             value = (rec.get("result") or {}).get("objective") if state == optuna.trial.TrialState.COMPLETE else None
             self.studies[c].add_trial(optuna.trial.create_trial(
-                params={"lr": rec["lr"]}, distributions={"lr": self.dist}, value=value, state=state))
+                params={"lr": rec["lr"]}, distributions={"lr": self.dist}, value=value, state=state,
+                user_attrs=trial_attrs(rec.get("result") or {}) if value is not None else {}))
 
     def remaining(self) -> int:
         return sum(max(b - len(u), 0) for b, u in zip(self.budget, self.used))
@@ -116,6 +162,8 @@ class CellSearch(Searcher):
         elif trial_id in self.pruned or not result.get(FINAL, False):
             study.tell(otrial, state=optuna.trial.TrialState.PRUNED)
         else:
+            for key, value in trial_attrs(result).items():
+                otrial.set_user_attr(key, value)
             study.tell(otrial, result[METRIC])
 
     def save(self, checkpoint_path: str) -> None:

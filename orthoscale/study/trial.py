@@ -76,17 +76,24 @@ def step_size(cfg: dict, lr: float | None) -> float:
     return o["lr"] / cfg["model"]["depth"] if o["protocol"] == "inverse_depth" else o["lr"]
 
 
-def objective(traj: Trajectory, stop: dict, penalty: float) -> float:
-    """Steps to tolerance; short of it: max_iters · (1 + penalty · f), f ∈ [0, 1] the share of the
-    log-distance to tol still to go (f = 2 when diverged), so a search sees progress, not a flat wall."""
-    hit = rates.iterations_to(traj.rel_excess, stop["tol"])
-    if hit is not None:
-        return float(hit)
+def objective(traj: Trajectory, stop: dict, search: dict) -> float:
+    """What a cell's search minimises. search.objective = rate: the observed loss rate ρ < 1
+    (rates.observed_rate); steps: steps to tolerance, in units of max_iters. Short of either, a trial
+    scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
+    diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
+    penalty = search["penalty"]
+    if search["objective"] == "rate":
+        rho = rates.observed_rate(traj.rel_excess, stop["tol"]) if traj.outcome != "diverged" else None
+        if rho is not None and rho < 1:
+            return rho
+    else:
+        hit = rates.iterations_to(traj.rel_excess, stop["tol"])
+        if hit is not None:
+            return hit / stop["max_iters"]
     if traj.outcome == "diverged":
-        return stop["max_iters"] * (1 + 2 * penalty)
+        return 1 + 2 * penalty
     best = min((v for v in traj.rel_excess if math.isfinite(v) and v > 0), default=1.0)
-    remaining = min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
-    return stop["max_iters"] * (1 + penalty * remaining)
+    return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -155,7 +162,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
             return False
         return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
                             "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                            "objective": objective(traj, s, search["penalty"]), FINAL: False}))
+                            "objective": objective(traj, s, search), FINAL: False}))
 
     traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
                     loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
@@ -174,7 +181,8 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
     hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
     return {
         "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
-        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"]["penalty"]),
+        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"]),
+        "observed_rate": rates.observed_rate(traj.rel_excess, cfg["stop"]["tol"]),
         "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
         "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,

@@ -140,3 +140,68 @@ def test_power_law_input_checks():
         rates.fit_power_law([1, 2, 3], [0.0, -1.0, 2.0])  # only one usable (positive) point
     two = rates.fit_power_law([1, 10], [1.0, 100.0])
     assert two.exponent == pytest.approx(2.0) and math.isnan(two.stderr)
+
+
+# ---------------------------------------------------------------- step-size proposals
+
+def v_rate(mu: float, a: float, b: float) -> float:
+    return max(abs(1 - mu * a), abs(1 - mu * b))
+
+
+def spread(k: int, startup: int, lo: float, hi: float) -> float:
+    """The search's starting grid (study.search.RateSampler): log-spaced, middle-out."""
+    order = sorted(range(startup), key=lambda i: (abs(i - (startup - 1) / 2), i))
+    return math.exp(math.log(lo) + (order[k] + 0.5) / startup * (math.log(hi) - math.log(lo)))
+
+
+def search_by_proposals(a, b, trials, noise=0.0, seed=0, startup=4, lo=1e-3, hi=3.0):
+    """Drive rates.propose_step on r(μ) = max(|1 − μa|, |1 − μb|) measured with relative noise (divergent
+    past 2/b); returns the μ tried."""
+    rng = np.random.default_rng(seed)
+    points, diverged, tried = [], [], []
+    for k in range(trials):
+        mu = rates.propose_step(points, diverged, lo, hi) if k >= startup and points else spread(k, startup, lo, hi)
+        tried.append(mu)
+        r = v_rate(mu, a, b)
+        (diverged.append(mu) if r >= 1 else points.append((mu, r * (1 + noise * rng.standard_normal()))))
+    return tried
+
+
+@pytest.mark.parametrize("N", [2, 3, 4, 8, 16, 32, 64, 128, 256])
+@pytest.mark.parametrize("noise,seed", [(0.0, 0), (0.002, 1), (0.005, 2)])
+def test_proposals_reach_the_optimal_rate_within_5_percent(N, noise, seed):
+    """Curvatures as in the depth study (a = 1, b = 1 + 0.9(N − 1)), rates measured to 0.5 %: 4 spread
+    starting points and 8 proposals (search.trials = 12) reach ≥ 95 % of the optimal 1 − r."""
+    a, b = 1.0, 1 + 0.9 * (N - 1)
+    tried = search_by_proposals(a, b, 12, noise, seed)
+    best = min(tried, key=lambda mu: v_rate(mu, a, b))
+    mu_opt = 2 / (a + b)
+    assert (1 - v_rate(best, a, b)) / (1 - v_rate(mu_opt, a, b)) >= 0.95, (tried, mu_opt)
+
+
+def test_proposal_is_the_optimum_once_both_branches_are_seen():
+    a, b = 0.5, 4.0
+    mu_opt = 2 / (a + b)
+    left, right = 0.5 * mu_opt, 1.05 * mu_opt
+    mu = rates.propose_step([(left, v_rate(left, a, b)), (right, v_rate(right, a, b))], [], 1e-3, 3.0)
+    assert mu == pytest.approx(mu_opt, rel=1e-12)
+
+
+def test_proposal_moves_out_of_a_one_sided_bracket():
+    a, b = 0.5, 4.0
+    mu_opt = 2 / (a + b)
+    only_left = [(0.1 * mu_opt, v_rate(0.1 * mu_opt, a, b)), (0.3 * mu_opt, v_rate(0.3 * mu_opt, a, b))]
+    up = rates.propose_step(only_left, [10 * mu_opt], 1e-3, 3.0)
+    assert 0.3 * mu_opt < up < 10 * mu_opt           # bisects towards the least upper bound
+    right = [(f * mu_opt, v_rate(f * mu_opt, a, b)) for f in (1.1, 1.3)]
+    down = rates.propose_step(right, [], 1e-3, 3.0)
+    assert down == pytest.approx(1 / b) and down < mu_opt  # μ* ≥ 1/b: the left branch is probed next
+    assert rates.propose_step([(5.0, 0.5)], [], 1e-3, 3.0) <= 3.0  # clipped to the range
+
+
+def test_observed_rate_fits_or_averages():
+    slow = [0.9 ** t for t in range(200)]
+    assert rates.observed_rate(slow, 1e-12) == pytest.approx(0.9, rel=1e-9)
+    fast = [0.01 ** t for t in range(6)]  # reaches 1e-9 in 5 steps: too few points to fit
+    assert rates.observed_rate(fast, 1e-9) == pytest.approx(0.01, rel=1e-9)
+    assert rates.observed_rate([1.0, 2.0, 4.0], 1e-10) is None
