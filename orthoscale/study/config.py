@@ -94,7 +94,7 @@ class SearchCfg:
     objective: str = choice("rate", ("rate", "steps"))  # minimised: observed loss rate, or steps to tol
     sampler: str = choice("rate", ("rate", "tpe", "gp", "random", "qmc"))
     startup_trials: int = number(4, ge=0)
-    pruner: str = choice("median", ("median", "none"))
+    pruner: str = choice("none", ("none", "median"))
     report_every: int = number(50, ge=1)
     penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: 1 + penalty · share left
     seed: int = number(0, ge=0)

@@ -43,7 +43,8 @@ def make_sampler(name: str, seed: int, startup: int):
 class RateSampler(optuna.samplers.BaseSampler):
     """μ from a model of the local rate (rates.propose_step): a trial's measured loss rate ρ is r(μ)² with
     r(μ) = max(|1 − μa|, |1 − μb|). The first ``startup`` trials spread over the log range (a fixed grid,
-    taken middle-out); a proposal that a running trial already covers falls back to the next grid point."""
+    taken middle-out); a proposal already tried or running falls back to the next grid point not yet used.
+    Trials without a measured rate (pruned ones) teach it nothing: use it with search.pruner=none."""
 
     def __init__(self, startup: int):
         self.startup = max(startup, 1)
@@ -62,12 +63,16 @@ class RateSampler(optuna.samplers.BaseSampler):
                 if name in t.params and t.number != trial.number]
         points = [(t.params[name], math.sqrt(t.user_attrs["rate"])) for t in done
                   if t.user_attrs.get("rate") is not None and 0 < t.user_attrs["rate"] < 1]
+        tried = [t.params[name] for t in done] + busy
         if len(done) >= self.startup and points:
-            mu = rates.propose_step(points, [t.params[name] for t in done if t.user_attrs.get("diverged")],
+            mu = rates.propose_step(points, [t.params[name] for t in done if t.user_attrs.get("unstable")],
                                     dist.low, dist.high)
-            if not any(abs(mu / b - 1) < 1e-3 for b in busy):
+            if not any(abs(mu / b - 1) < 1e-3 for b in tried):
                 return mu
-        return self._grid(len(done) + len(busy), dist)
+        k = len(tried)
+        while any(abs(self._grid(k, dist) / b - 1) < 1e-3 for b in tried):
+            k += 1
+        return self._grid(k, dist)
 
     def _grid(self, k: int, dist) -> float:
         """Point k of a middle-out order of ``startup`` log-spaced points (then halfway between them)."""
@@ -84,8 +89,9 @@ def make_pruner(name: str, startup: int):
 
 
 def trial_attrs(result: dict) -> dict:
-    """What a model-based sampler learns from a finished trial beyond its objective."""
-    return {"rate": result.get("observed_rate"), "diverged": result.get("outcome") == "diverged"}
+    """What a model-based sampler learns from a finished trial beyond its objective: its observed loss rate,
+    and whether μ was past the stability edge (it diverged or stalled)."""
+    return {"rate": result.get("observed_rate"), "unstable": result.get("outcome") in ("diverged", "stalled")}
 
 
 class CellSearch(Searcher):

@@ -83,7 +83,7 @@ def objective(traj: Trajectory, stop: dict, search: dict) -> float:
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search["penalty"]
     if search["objective"] == "rate":
-        rho = rates.observed_rate(traj.rel_excess, stop["tol"]) if traj.outcome != "diverged" else None
+        rho = observed_rate(traj, stop)
         if rho is not None and rho < 1:
             return rho
     else:
@@ -94,6 +94,12 @@ def objective(traj: Trajectory, stop: dict, search: dict) -> float:
         return 1 + 2 * penalty
     best = min((v for v in traj.rel_excess if math.isfinite(v) and v > 0), default=1.0)
     return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
+
+
+def observed_rate(traj: Trajectory, stop: dict) -> float | None:
+    """The loss rate a trial shows (rates.observed_rate), only if it contracted to its end (converged, or
+    still on its way when the budget ran out): a stalled or diverged run's early linear phase is no rate."""
+    return rates.observed_rate(traj.rel_excess, stop["tol"]) if traj.outcome in ("converged", "budget") else None
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -182,7 +188,7 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
     return {
         "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
         "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"]),
-        "observed_rate": rates.observed_rate(traj.rel_excess, cfg["stop"]["tol"]),
+        "observed_rate": observed_rate(traj, cfg["stop"]),
         "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
         "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
