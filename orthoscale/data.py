@@ -12,7 +12,7 @@ import torch
 
 from . import stiefel
 from .init import teacher_blocks
-from .network import Architecture, end_to_end, layers
+from .network import Architecture, end_to_end, forward, layers
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,29 @@ def whitened_gaussian(d: int, m: int, *, generator: torch.Generator, dtype=torch
     return (m ** 0.5) * stiefel.qr_q(G).mT
 
 
+def teacher_outputs(T: list[torch.Tensor], teacher: Architecture,
+                    X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Y = f_teacher(X), and the teacher's end-to-end W* = W_N···W_1 when it is linear (else None)."""
+    if teacher.linear:
+        W_star = end_to_end(T)
+        return W_star @ X, W_star
+    return forward(T, teacher, X), None
+
+
 def teacher_student(arch: Architecture, *, samples: int, condition: float = 1.0, scale: float = 1.0,
-                    noise: float = 0.0, teacher_free_layer: str = "first", generator: torch.Generator,
-                    dtype=torch.float64, device="cpu") -> Problem:
-    """Whitened Gaussian inputs, labels Y = W* X (+ noise·Gaussian) from a teacher of ``arch``'s widths."""
-    teacher = Architecture(arch.widths, teacher_free_layer, arch.orientation)
+                    noise: float = 0.0, teacher_free_layer: str = "first", activation: str = "identity",
+                    generator: torch.Generator, dtype=torch.float64, device="cpu") -> Problem:
+    """Whitened Gaussian inputs, labels Y = f_teacher(X) (+ noise·Gaussian) from a teacher of ``arch``'s
+    widths: W* X for the linear teacher, or the same network with ``activation`` between its layers."""
+    teacher = Architecture(arch.widths, teacher_free_layer, arch.orientation, activation)
     T = teacher_blocks(teacher, condition=condition, scale=scale, generator=generator, dtype=dtype)
-    W_star = end_to_end(T)
     X = whitened_gaussian(arch.widths[0], samples, generator=generator, dtype=dtype)
-    Y = W_star @ X
+    Y, W_star = teacher_outputs(T, teacher, X)
     if noise > 0:
         Y = Y + noise * torch.randn(Y.shape, generator=generator, dtype=dtype)
-    X, Y, W_star = X.to(device), Y.to(device), W_star.to(device)
-    return Problem(X, Y, second_moments(X, Y), W_star, tuple(W.to(device) for W in layers(T)),
-                   f"teacher{arch.widths}")
+    X, Y = X.to(device), Y.to(device)
+    return Problem(X, Y, second_moments(X, Y), None if W_star is None else W_star.to(device),
+                   tuple(W.to(device) for W in layers(T)), f"teacher{arch.widths}")
 
 
 def whiten(X: torch.Tensor, *, mode: str = "subspace", eps: float = 1e-6) -> torch.Tensor:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Problem, second_moments, whiten
+from .data import Problem, second_moments, teacher_outputs, whiten
 from .init import teacher_blocks
-from .network import Architecture, end_to_end, layers
+from .network import Architecture, layers
 
 FILES = {  # name → MD5 of the uncompressed original
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -77,9 +77,10 @@ def whitened_images(root: str, split: str, samples: int | None, mode: str, eps: 
 
 def mnist_problem(root: Path, *, split: str = "train", samples: int | None = None, whiten_mode: str = "subspace",
                   whiten_eps: float = 1e-6, targets: str = "onehot", arch: Architecture | None = None,
-                  condition: float = 1.0, generator: torch.Generator | None = None,
+                  condition: float = 1.0, activation: str = "identity", generator: torch.Generator | None = None,
                   dtype=torch.float64, device="cpu") -> Problem:
-    """Whitened MNIST inputs (d_0 = rank kept by the whitening) with one-hot or teacher targets."""
+    """Whitened MNIST inputs (d_0 = rank kept by the whitening) with one-hot or teacher targets (a teacher
+    with ``activation`` between its layers when it is not the identity)."""
     if targets not in TARGETS:
         raise ValueError(f"data.targets={targets!r} is not one of {', '.join(TARGETS)}")
     X, labels = whitened_images(str(root), split, samples, whiten_mode, whiten_eps)
@@ -90,10 +91,10 @@ def mnist_problem(root: Path, *, split: str = "train", samples: int | None = Non
     else:
         if arch is None or generator is None:
             raise ValueError("data.targets=teacher needs the model's architecture and a seed")
-        teacher = Architecture((X.shape[0],) + arch.widths[1:], "first", arch.orientation)
+        teacher = Architecture((X.shape[0],) + arch.widths[1:], "first", arch.orientation, activation)
         T = teacher_blocks(teacher, condition=condition, generator=generator, dtype=dtype)
-        target, teacher_layers = end_to_end(T), tuple(W.to(device) for W in layers(T))
-        Y = target @ X
+        Y, target = teacher_outputs(T, teacher, X)
+        teacher_layers = tuple(W.to(device) for W in layers(T))
     X, Y = X.to(device), Y.to(device)
     return Problem(X, Y, second_moments(X, Y), None if target is None else target.to(device), teacher_layers,
                    f"mnist-{targets}")

@@ -54,6 +54,7 @@ class DataCfg:
     scale: float = number(1.0, gt=0)
     noise: float = number(0.0, ge=0)
     teacher_free_layer: str = choice("first", FREE_LAYERS)
+    teacher_activation: str = choice("identity", ("identity", "model"))  # model: the student's activation
     targets: str = choice("onehot", mnist.TARGETS)
     whiten: str = choice("subspace", ("subspace", "epsilon"))
     whiten_eps: float = number(1e-6, gt=0, lt=1)

@@ -45,20 +45,23 @@ def _problem(key: str) -> data.Problem:
     d, dtype = spec["data"], getattr(torch, spec["data"]["dtype"])
     arch = Architecture(tuple(spec["widths"]), spec["free_layer"], spec["orientation"])
     g = generator(spec["seed"], 0)
+    act = spec["activation"] if d["teacher_activation"] == "model" else "identity"
     if d["kind"] == "teacher":
         return data.teacher_student(arch, samples=d["samples"], condition=d["condition"], scale=d["scale"],
-                                    noise=d["noise"], teacher_free_layer=d["teacher_free_layer"], generator=g,
-                                    dtype=dtype, device=spec["device"])
+                                    noise=d["noise"], teacher_free_layer=d["teacher_free_layer"], activation=act,
+                                    generator=g, dtype=dtype, device=spec["device"])
     return mnist.mnist_problem(Path(d["root"]), samples=d["samples"] or None, whiten_mode=d["whiten"],
                                whiten_eps=d["whiten_eps"], targets=d["targets"], arch=arch,
-                               condition=d["condition"], generator=g, dtype=dtype, device=spec["device"])
+                               condition=d["condition"], activation=act, generator=g, dtype=dtype,
+                               device=spec["device"])
 
 
 def problem_for(cfg: dict, device: str) -> data.Problem:
     """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
     m = cfg["model"]
     key = json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
-                      "orientation": m["orientation"], "seed": cfg["seed"], "device": device}, sort_keys=True)
+                      "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
+                      "device": device}, sort_keys=True)
     return _problem(key)
 
 

@@ -301,3 +301,16 @@ def test_problem_is_a_plain_record(gen):
     X = data.whitened_gaussian(3, 10, generator=gen(13))
     prob = Problem(X, X, data.second_moments(X, X))
     assert prob.target is None and prob.teacher is None and prob.name == ""
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
+def test_nonlinear_teacher_is_realizable_by_its_own_architecture(activation, gen):
+    """A teacher with an activation: Y = f_teacher(X), no end-to-end matrix; the student of that architecture
+    at the teacher's layers fits Y exactly."""
+    arch = Architecture((6, 5, 5, 5, 4), "first", "rows", activation)
+    prob = data.teacher_student(arch, samples=40, activation=activation, generator=gen(41))
+    assert prob.target is None and len(prob.teacher) == arch.depth
+    T = network.stack(list(prob.teacher), arch)
+    assert float((network.forward(T, arch, prob.X) - prob.Y).abs().max()) <= 1e-13
+    linear = data.teacher_student(Architecture((6, 5, 5, 5, 4), "first", "rows"), samples=40, generator=gen(41))
+    assert float((linear.Y - prob.Y).abs().max()) > 1e-3  # the activation is really applied
