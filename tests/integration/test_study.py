@@ -133,3 +133,27 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path):
     assert lr(kids_cut) == lr(kids_whole)
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert len({x["key"] for x in lines}) == len(lines) == 10
+
+
+def test_rate_search_reaches_the_optimal_rate_within_5_percent(ray_local, tmp_path):
+    """The default search (rate-model sampler, objective = observed rate) on teacher–student cells where the
+    theory gives ρ_opt: Optuna's best μ reaches ≥ 95 % of the optimal 1 − ρ, and lies next to μ_opt."""
+    res = plan_and_run(["model.depth=4,8", "seed=0", "model.width=6", "search.trials=12", "ray.max_concurrent=1",
+                        "tracking.curve_points=20"], tmp_path)
+    assert len(res.rows) == 2
+    for row in res.rows:
+        assert row["search_gap"] is not None and row["search_gap"] >= 0.95, row
+        assert row["best_lr"] == pytest.approx(row["theory_mu_opt"], rel=0.05)
+
+
+def test_median_pruner_stops_hopeless_trials(ray_local, tmp_path):
+    """search.pruner=median: trials whose intermediate excess is worse than the cell's median are stopped,
+    recorded as pruned, and their cell still has a best μ."""
+    res = plan_and_run(["model.depth=3", "seed=0", "search.trials=8", "search.pruner=median", "search.sampler=random",
+                        "search.startup_trials=2", "search.lr_min=1e-4", "search.lr_max=1e-2", "ray.max_concurrent=1",
+                        *TINY], tmp_path)
+    client, all_runs = runs(res.tracking_uri, "orthoscale-depth")
+    outcomes = [c.data.tags["orthoscale.outcome"] for c in all_runs
+                if c.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
+    assert len(outcomes) == 8 and outcomes.count("pruned") >= 1
+    assert res.rows[0]["best_lr"] is not None
