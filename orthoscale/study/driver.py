@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -112,13 +113,20 @@ def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cel
         return None, None
 
 
+def series_key(series: str) -> str:
+    """A series name ('variant=teacher', 'activation=relu,…') as MLflow allows in metric and tag keys."""
+    return re.sub(r"[^\w\-. :/]", "_", series.replace("=", ":"))
+
+
 def _close_tracking(tracker, parent, cfg, overrides, folder, result, out) -> bool:
     try:
         tracker.client.log_artifact(parent, str(folder / "config.json"))
         log_artifacts(tracker, parent, folder / "report")
         for series, law in result["scaling"].items():
-            tracker.client.log_metric(parent, "rate_exponent", law["one_minus_rate"]["exponent"])
-            tracker.client.set_tag(parent, f"orthoscale.law.{series}", json.dumps(law))
+            key = series_key(series)
+            tracker.client.log_metric(parent, "rate_exponent" + ("" if series == "all" else f".{key}"),
+                                      law["one_minus_rate"]["exponent"])
+            tracker.client.set_tag(parent, f"orthoscale.law.{key}", json.dumps(law))
         tracker.finish(parent, "FINISHED")
         return True
     except Exception as err:  # noqa: BLE001

@@ -28,3 +28,13 @@ def test_paper_at_tiny_scale_writes_the_whole_report(tmp_path):
     assert len(tables) >= 4
     assert "1 − ρ ∝ N^" in text or "nothing to conclude" in text
     assert "| rgd |" in text and "| gd |" in text and "| relu |" in text  # one row per compared setting
+    # every study's parent run closed with its report and a law per series (series names hold '=' and ',')
+    assert "did not reach MLflow" not in out.stdout + out.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parents = [r for e in client.search_experiments() for r in client.search_runs(
+        [e.experiment_id], filter_string="tags.`orthoscale.role` = 'study'")]
+    assert len(parents) == 4 and all(r.info.status == "FINISHED" for r in parents)
+    laws = [k for r in parents for k in r.data.tags if k.startswith("orthoscale.law.")]
+    assert any(k.startswith("orthoscale.law.variant:") for k in laws), laws
