@@ -43,7 +43,8 @@ def make_sampler(name: str, seed: int, startup: int):
 class RateSampler(optuna.samplers.BaseSampler):
     """μ from a model of the local rate (rates.propose_step): a trial's measured loss rate ρ is r(μ)² with
     r(μ) = max(|1 − μa|, |1 − μb|). The first ``startup`` trials spread over the log range (a fixed grid,
-    taken middle-out); a proposal already tried or running falls back to the next grid point not yet used.
+    taken middle-out); a proposal already tried or running falls back to the next point of an even
+    sequence over the range (:meth:`_grid`) not yet used.
     Trials without a measured rate (pruned ones) teach it nothing: use it with search.pruner=none."""
 
     def __init__(self, startup: int):
@@ -75,10 +76,13 @@ class RateSampler(optuna.samplers.BaseSampler):
         return self._grid(k, dist)
 
     def _grid(self, k: int, dist) -> float:
-        """Point k of a middle-out order of ``startup`` log-spaced points (then halfway between them)."""
-        n = self.startup * 2 ** (k // self.startup)
-        order = sorted(range(n), key=lambda i: (abs(i - (n - 1) / 2), i))
-        u = (order[k % n] + 0.5) / n
+        """Point k of the log range: the first ``startup`` on a grid taken middle-out, then the golden-ratio
+        sequence (0.5 + k/φ) mod 1, which keeps filling the range evenly."""
+        if k < self.startup:
+            order = sorted(range(self.startup), key=lambda i: (abs(i - (self.startup - 1) / 2), i))
+            u = (order[k] + 0.5) / self.startup
+        else:
+            u = (0.5 + k * 0.6180339887498949) % 1.0
         return math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
 
 

@@ -52,3 +52,20 @@ def test_a_running_trial_is_not_proposed_twice():
     run(study, a, b, 6, dist)
     one, two = study.ask({"lr": dist}), study.ask({"lr": dist})
     assert abs(one.params["lr"] / two.params["lr"] - 1) > 1e-3
+
+
+def test_fallback_points_fill_the_range_without_repeats():
+    """With no rate ever measured (every trial unstable), the sampler still spreads its trials: all distinct,
+    inside the range, covering both halves of its log scale."""
+    dist = LR(1e-3, 3.0, log=True)
+    study = optuna.create_study(sampler=RateSampler(4))
+    mus = []
+    for _ in range(16):
+        t = study.ask({"lr": dist})
+        t.set_user_attr("rate", None)
+        t.set_user_attr("unstable", True)
+        study.tell(t, 3.0)
+        mus.append(t.params["lr"])
+    assert len({round(m, 12) for m in mus}) == 16 and all(1e-3 <= m <= 3.0 for m in mus)
+    mid = (1e-3 * 3.0) ** 0.5
+    assert sum(m < mid for m in mus[4:]) >= 4 and sum(m > mid for m in mus[4:]) >= 4
