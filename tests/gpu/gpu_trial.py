@@ -19,6 +19,12 @@ from orthoscale.study.compose import plan  # noqa: E402
 from orthoscale.study.trial import run_trial  # noqa: E402
 
 
+def rgd_step(blocks, prob, arch, opt):
+    """One step as train.train takes it: gradients with their frames, then the update."""
+    ev = losses.squared_fast(blocks, prob)
+    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+
+
 def step_time(device: str, dtype, depth: int, width: int, reps: int = 50) -> float:
     arch = Architecture((width,) * (depth + 1))
     g = torch.Generator().manual_seed(0)
@@ -26,12 +32,12 @@ def step_time(device: str, dtype, depth: int, width: int, reps: int = 50) -> flo
     blocks = [B.to(device) for B in init.random_blocks(arch, generator=g, dtype=dtype)]
     opt = optim.Optimizer(0.01)
     for _ in range(5):
-        blocks = optim.step(blocks, losses.squared_fast(blocks, prob).grads, arch, opt)
+        blocks = rgd_step(blocks, prob, arch, opt)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(reps):
-        blocks = optim.step(blocks, losses.squared_fast(blocks, prob).grads, arch, opt)
+        blocks = rgd_step(blocks, prob, arch, opt)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / reps
