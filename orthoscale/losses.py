@@ -31,16 +31,17 @@ class Evaluation:
     product: torch.Tensor | None   # W_N···W_1 for linear networks
     frames: list[Frame | None] | None = None  # per block: its gradient C_j M C_{j−1}ᵀ in the block's frame
 
+    def _pairs(self):
+        return zip(self.block_grads, self.frames or [None] * len(self.block_grads))
+
     @functools.cached_property
     def grads(self) -> list[torch.Tensor]:
         """G_i = ∂L/∂W_i for every block, shaped like it (a framed block's on first use)."""
-        frames = self.frames or [None] * len(self.block_grads)
-        return [G if G is not None else F.gradient() for G, F in zip(self.block_grads, frames)]
+        return [G if G is not None else F.gradient() for G, F in self._pairs()]
 
     def finite(self) -> bool:
         """Loss and gradients all finite (a framed block's gradient through its M and C)."""
-        frames = self.frames or [None] * len(self.block_grads)
-        parts = [self.loss] + [G if G is not None else F.M for G, F in zip(self.block_grads, frames)]
+        parts = [self.loss] + [G if G is not None else F.M for G, F in self._pairs()]
         return all(bool(torch.isfinite(x).all()) for x in parts)
 
 

@@ -71,10 +71,11 @@ def iterations_to(values, tol: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def observed_rate(values, tol: float) -> float | None:
-    """ρ of the linear phase (fit_rate); for a run that reached ``tol`` too fast to fit one, its mean
-    contraction (v_T / v_0)^(1/T) up to the first value ≤ tol (an upper bound: transients included)."""
-    fit = fit_rate(values)
+def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | None:
+    """ρ of the linear phase (``fit``, by default fit_rate(values)); for a run that reached ``tol`` too fast
+    to fit one, its mean contraction (v_T / v_0)^(1/T) up to the first value ≤ tol (an upper bound:
+    transients included)."""
+    fit = fit if fit is not None else fit_rate(values)
     if fit.found:
         return fit.rate
     hit = iterations_to(values, tol)

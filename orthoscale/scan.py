@@ -1,7 +1,7 @@
 """Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in few batched calls.
 
-Stacks of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the product of the
-min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Long stacks are cut into chunks of ``CHUNK``
+Stacks of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the
+product of the min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Long stacks are cut into chunks of ``CHUNK``
 consecutive matrices: CHUNK − 1 batched products run the prefixes of all chunks at once, a doubling
 scan takes the chunks' totals, and one batched product continues every chunk from those before it —
 k + O(k/CHUNK · log k) matmuls in CHUNK + O(log k) calls, written in place into one buffer.
@@ -42,8 +42,8 @@ def prefix_products(W: torch.Tensor, *, identity_first: bool = False) -> torch.T
     carry = _doubling(chunks[:, -1])                                # chunks 0…c as one product each
     out = torch.empty_like(buf)
     out[:lead + CHUNK] = buf[:lead + CHUNK]
-    rows = (n - 1, CHUNK * d, d)                                    # chunk c continues from chunks < c:
-    torch.bmm(buf[lead + CHUNK:].view(rows), carry[:-1], out=out[lead + CHUNK:].view(rows))  # (CHUNK·d × d)·(d × d)
+    rows = (n - 1, CHUNK * d, d)  # chunk c continues from chunks < c: one (CHUNK·d × d)·(d × d) product each
+    torch.bmm(buf[lead + CHUNK:].view(rows), carry[:-1], out=out[lead + CHUNK:].view(rows))
     return out[:lead + k]
 
 

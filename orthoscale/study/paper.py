@@ -90,7 +90,8 @@ def conclusions(results: dict[str, StudyResult]) -> list[str]:
                 out.append(f"- {act}: no linear phase at any depth within the step budget.")
                 continue
             speed = [(1 - r) / (1 - lr) for _, r, lr in pairs]
-            out.append(f"- {act} against linear, best ρ: " + ", ".join(f"N={d} {r:.4f} vs {lr:.4f}" for d, r, lr in pairs)
+            rows = ", ".join(f"N={d} {r:.4f} vs {lr:.4f}" for d, r, lr in pairs)
+            out.append(f"- {act} against linear, best ρ: {rows}"
                        + f" — its 1 − ρ is {min(speed):.2g}…{max(speed):.2g} × the linear network's.")
     proto = results.get("paper_protocol")
     if proto and len(proto.scaling) > 1:
@@ -113,7 +114,8 @@ def write_report(folder: Path, results: dict[str, StudyResult], scale: str, over
              "perturbed by δ = 0.2 for teacher targets; plain GD starts from the same point as RGD.",
              "- Nonlinear family: the teacher has the student's activation (data.teacher_activation=model), so every "
              "cell is realizable; 2 000 images, up to 4 000 steps to 1e-10 (generic autograd path).",
-             "- μ searched per cell by Optuna on a log scale (sampler and objective: search.sampler, search.objective); "
+             "- μ searched per cell by Optuna on a log scale (sampler and objective: search.sampler, "
+             "search.objective); "
              "ρ is the fitted per-step contraction of the excess loss.", ""]
     sections = {"paper_mnist": ("Rate against depth on MNIST", "variant"),
                 "paper_gd": ("RGD against plain GD", "optim.method"),

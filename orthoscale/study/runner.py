@@ -94,9 +94,8 @@ class Recorder(DriverOnly, tune.Callback):
         self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
 
 
-FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate", "rate_r2",
-              "rate_window",
-              "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
+FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate",
+              "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
               "theory_mu_opt", "theory_rate_opt", "theory_mu_max")
 

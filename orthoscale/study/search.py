@@ -68,12 +68,17 @@ class RateSampler(optuna.samplers.BaseSampler):
         if len(done) >= self.startup and points:
             mu = rates.propose_step(points, [t.params[name] for t in done if t.user_attrs.get("unstable")],
                                     dist.low, dist.high)
-            if not any(abs(mu / b - 1) < 1e-3 for b in tried):
+            if not self._taken(mu, tried):
                 return mu
         k = len(tried)
-        while any(abs(self._grid(k, dist) / b - 1) < 1e-3 for b in tried):
+        while self._taken(self._grid(k, dist), tried):
             k += 1
         return self._grid(k, dist)
+
+    @staticmethod
+    def _taken(mu: float, tried: list[float]) -> bool:
+        """μ already tried or running, to 0.1 % (a repeat would measure nothing new)."""
+        return any(abs(mu / b - 1) < 1e-3 for b in tried)
 
     def _grid(self, k: int, dist) -> float:
         """Point k of the log range: the first ``startup`` on a grid taken middle-out, then the golden-ratio

@@ -79,14 +79,13 @@ def step_size(cfg: dict, lr: float | None) -> float:
     return o["lr"] / cfg["model"]["depth"] if o["protocol"] == "inverse_depth" else o["lr"]
 
 
-def objective(traj: Trajectory, stop: dict, search: dict) -> float:
-    """What a cell's search minimises. search.objective = rate: the observed loss rate ρ < 1
-    (rates.observed_rate); steps: steps to tolerance, in units of max_iters. Short of either, a trial
+def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> float:
+    """What a cell's search minimises. search.objective = rate: the observed loss rate ``rho`` < 1
+    (:func:`observed_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search["penalty"]
     if search["objective"] == "rate":
-        rho = observed_rate(traj, stop)
         if rho is not None and rho < 1:
             return rho
     else:
@@ -99,10 +98,13 @@ def objective(traj: Trajectory, stop: dict, search: dict) -> float:
     return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
 
 
-def observed_rate(traj: Trajectory, stop: dict) -> float | None:
-    """The loss rate a trial shows (rates.observed_rate), only if it contracted to its end (converged, or
-    still on its way when the budget ran out): a stalled or diverged run's early linear phase is no rate."""
-    return rates.observed_rate(traj.rel_excess, stop["tol"]) if traj.outcome in ("converged", "budget") else None
+def observed_rate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> float | None:
+    """The loss rate a finished trial shows (rates.observed_rate from its ``fit``), only if it contracted to
+    its end (converged, or still on its way when the budget ran out): a stalled or diverged run's early
+    linear phase is no rate."""
+    if traj.outcome not in ("converged", "budget"):
+        return None
+    return rates.observed_rate(traj.rel_excess, stop["tol"], fit)
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -171,7 +173,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
             return False
         return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
                             "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                            "objective": objective(traj, s, search), FINAL: False}))
+                            "objective": objective(traj, s, search, None), FINAL: False}))
 
     traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
                     loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
@@ -181,6 +183,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
               spectrum: theory.LocalSpectrum | None = None) -> dict:
     fit = rates.fit_rate(traj.rel_excess)
+    rho = observed_rate(traj, cfg["stop"], fit)
     points = cfg["tracking"]["curve_points"]
     steps, rel = downsample(traj.rel_excess, points)
     curves = {"rel_excess": rel, "loss": [traj.loss[i] for i in steps],
@@ -190,8 +193,7 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
     hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
     return {
         "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
-        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"]),
-        "observed_rate": observed_rate(traj, cfg["stop"]),
+        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"], rho), "observed_rate": rho,
         "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
         "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
