@@ -4,6 +4,7 @@ Every configuration is validated before anything starts; a bad value exits with 
 """
 from __future__ import annotations
 
+import socket
 import sys
 
 from .study.config import ConfigError
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         for cfg, ov, cells in studies:
             print(dumps({"overrides": ov, "cells": [c.id for c in cells], "config": cells[0].config}))
         return 0
-    from .study.driver import run_study
+    from .study.driver import in_ray_job, run_study
 
+    browse = []
     for cfg, ov, cells in studies:
         try:
             result = run_study(cfg, cells, ov)
@@ -37,12 +39,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
             return 2
         print(result.text)
+        where = f" on host {socket.gethostname()}" if in_ray_job() else ""
         print(f"\nrecord: {result.tracking_uri} · experiment {cfg.tracking.experiment or 'orthoscale-' + cfg.family.name}"
-              f" · parent run {result.parent_run_id}\nreport: {result.folder / 'report'}")
+              f" · parent run {result.parent_run_id}\nresults and report: {result.folder}{where}")
+        browse.append("make ui   (http://127.0.0.1:5000)" if result.tracking_uri.startswith("sqlite:") and not where
+                      else f"the MLflow UI of {result.tracking_uri}" if result.tracking_uri.startswith("http")
+                      else f"mlflow ui --backend-store-uri {result.tracking_uri}")
         if result.unlogged:
             print(f"warning: {len(result.unlogged)} trial(s) not yet in MLflow (kept in {result.folder}); "
                   "rerun the same command to replay them")
-    print("browse it: make ui   (http://127.0.0.1:5000)")
+    for line in dict.fromkeys(browse):
+        print(f"browse it: {line}")
     return 0
 
 

@@ -77,6 +77,7 @@ class StudyResult:
     logging_seconds: float
     trials_logged: int
     unlogged: list[str]
+    fanout: dict | None = None  # capacity.fanout_summary of this run's trials (None when none ran)
 
 
 DATA = PROJECT / ".orthoscale" / "data"  # where `make data` puts MNIST
@@ -118,10 +119,20 @@ def series_key(series: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", series.replace("=", ":"))
 
 
-def _close_tracking(tracker, parent, cfg, overrides, folder, result, out) -> bool:
+FANOUT_METRICS = ("concurrency_mean", "concurrency_peak", "slots", "hosts_used", "hosts_in_cluster",
+                  "trial_phase_seconds")
+
+
+def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
     try:
         tracker.client.log_artifact(parent, str(folder / "config.json"))
         log_artifacts(tracker, parent, folder / "report")
+        if fanout:
+            for key in FANOUT_METRICS:
+                tracker.client.log_metric(parent, key, float(fanout[key]))
+            tracker.client.set_tag(parent, "orthoscale.fanout", fanout["line"])
+            if fanout["lost_hosts"]:
+                tracker.client.set_tag(parent, "orthoscale.lost_hosts", ", ".join(fanout["lost_hosts"]))
         for series, law in result["scaling"].items():
             key = series_key(series)
             tracker.client.log_metric(parent, "rate_exponent" + ("" if series == "all" else f".{key}"),
@@ -146,7 +157,8 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     if not cfg.study.resume and run_trials and (folder / "results.jsonl").exists():
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         folder = state / "studies" / name
-    check_inputs(cells)
+    arrays = load_inputs(cells)
+    check_record_outlives_job(cfg)
     store = ResultStore(folder)
     finished = store.load()
     save_plan(folder, cfg, overrides, cells)
@@ -158,27 +170,32 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
           f"{f', {len(finished)} already done' if finished else ''} · MLflow {redact(tracking_uri(cfg))}",
           file=out, flush=True)
+    fanout = None
     if searcher.remaining() and run_trials:
-        _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out)
+        fanout = _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, arrays, out)
     writer.close()
     result = report.write(folder / "report", cells, store.load())
-    synced = tracker is not None and _close_tracking(tracker, parent, cfg, overrides, folder, result, out)
+    if fanout:
+        (folder / "report" / "fanout.json").write_text(dumps(fanout))
+        result["text"] += "\n" + "\n".join(x for x in (fanout["line"], fanout["warning"]) if x)
+    synced = tracker is not None and _close_tracking(tracker, parent, folder, result, fanout, out)
     return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),
                        result["rows"], result["scaling"], result["text"], writer.seconds, writer.logged,
-                       writer.failed + ([] if synced else ["<parent report>"]))
+                       writer.failed + ([] if synced else ["<parent report>"]), fanout)
 
 
-def check_inputs(cells: list[Cell]) -> None:
-    """Data files every cell needs are present and intact, before any trial starts."""
+def load_inputs(cells: list[Cell]) -> dict:
+    """The MNIST training arrays per data.root the cells use, MD5-checked (ConfigError if not), before any
+    trial starts: trials on any host get them from the driver through Ray's object store."""
     from .. import mnist
 
+    out = {}
     for root in sorted({c.config["data"]["root"] for c in cells if c.config["data"]["kind"] == "mnist"}):
-        for name, md5 in mnist.FILES.items():
-            if name.startswith("train"):
-                try:
-                    mnist.read_idx(Path(root) / name, md5=md5)
-                except mnist.MnistError as err:
-                    raise ConfigError(f"data.root={root}: {err}") from None
+        try:
+            out[root] = mnist.load(Path(root), "train")
+        except mnist.MnistError as err:
+            raise ConfigError(f"data.root={root}: {err}") from None
+    return out
 
 
 def save_plan(folder: Path, cfg: Config, overrides: list[str], cells: list[Cell]) -> None:
@@ -194,20 +211,46 @@ def load_plan(folder: Path) -> tuple[dict, list[str], list[Cell]]:
     return plan["config"], plan["overrides"], cells
 
 
-def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, out) -> None:
+def in_ray_job() -> bool:
+    """True in the driver of a job submitted through Ray's Jobs API (its supervisor sets this variable)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def check_record_outlives_job(cfg: Config) -> None:
+    """A submitted job runs in a temporary copy of the code under the head's Ray temp dir: without a tracking
+    server and a state dir outside that copy, the study's only record would vanish with the Ray session."""
+    if not in_ray_job() or cfg.tracking.uri:
+        return
+    if not cfg.study.state_dir or state_dir(cfg).is_relative_to(PROJECT):
+        raise ConfigError("tracking.uri / study.state_dir: a study submitted as a Ray job would keep its only "
+                          "record in the job's temporary working dir; set tracking.uri=http://<mlflow server> "
+                          "or study.state_dir=<persistent folder on the head>")
+
+
+def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, arrays, out) -> dict:
+    """Run the remaining trials; returns what the fan-out achieved (capacity.fanout_summary)."""
+    import ray
+
+    from .capacity import Capacity, fanout_summary
     from .progress import Progress
-    from .runner import Recorder, check_resources, connect, run_tuner
+    from .runner import Recorder, check_resources, connect, run_tuner, worker_hosts
 
     connect(cfg.ray, cfg.study.verbose)
     check_resources(cfg.ray)
+    capacity = Capacity(cfg.ray, ray.cluster_resources)
+    hosts_before = worker_hosts()
     done_before: dict[int, int] = {}
     for rec in finished:
         done_before[rec["cell_index"]] = done_before.get(rec["cell_index"], 0) + 1
     progress = Progress(sum(searcher.budget), len(cells), searcher.budget, done_before,
-                        [c.config["model"]["depth"] for c in cells], cfg.study.progress_every, out)
+                        [c.config["model"]["depth"] for c in cells], cfg.study.progress_every, out, capacity)
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
-    recorder = Recorder(cells, store, writer, prefix)
     attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    recorder = Recorder(cells, store, writer, prefix, attempt)
     run_tuner(cells, searcher, cfg.ray, name=attempt, storage=state / "ray", callbacks=[recorder, progress],
-              verbose=cfg.study.verbose)
+              verbose=cfg.study.verbose, capacity=capacity, arrays=arrays)
     progress.finish()
+    hosts_after = worker_hosts()
+    lost = sorted({addr for node, addr in hosts_before.items() if node not in hosts_after})
+    mine = [r for r in store.load() if r.get("attempt") == attempt]
+    return fanout_summary(mine, capacity.most, len(set(hosts_before.values()) | set(hosts_after.values())), lost)

@@ -19,13 +19,14 @@ class Progress(Callback):
         return {}
 
     def __init__(self, total_trials: int, cells: int, budget: list[int], done_before: dict[int, int],
-                 depth_of: list[int], every: float = 10.0, stream=None):
+                 depth_of: list[int], every: float = 10.0, stream=None, capacity=None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.every = 1.0 if self.tty else every
         self.total, self.cells, self.budget = total_trials, cells, budget
         self.per_cell = dict(done_before)
-        self.depth_of = depth_of
+        self.depth_of, self.capacity = depth_of, capacity
+        self.hosts: set[str] = set()
         self.done = self.failed = self.pruned = self.running = 0
         self.best: dict[int, float] = {}
         self.start = self.last = time.monotonic()
@@ -38,8 +39,10 @@ class Progress(Callback):
         left = self.total - self.before - finished
         eta = f"{elapsed / finished * left:.0f}s" if finished else "?"
         best = " ".join(f"N={n}:{r:.4f}" for n, r in sorted(self.best.items()))
+        slots = f" of {self.capacity.slots()} slots" if self.capacity else ""
         return (f"cells {cells_done}/{self.cells} · trials {self.before + finished}/{self.total} "
-                f"({self.running} running, {self.failed} failed, {self.pruned} pruned) · "
+                f"({self.running} running{slots} on {len(self.hosts)} host(s), {self.failed} failed, "
+                f"{self.pruned} pruned) · "
                 f"best ρ {best or '—'} · ETA {eta}")
 
     def emit(self, force: bool = False) -> None:
@@ -67,6 +70,8 @@ class Progress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         c = self._ended(trial)
         res = trial.last_result or {}
+        if res.get("node_id"):
+            self.hosts.add(res["node_id"])
         if not res.get(FINAL):
             self.pruned += 1
         else:

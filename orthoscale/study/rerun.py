@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     from .compose import plan
     from .cells import Cell
-    from .driver import artifact_location, check_inputs, data_root, experiment_name, state_dir, tracking_uri
+    from .driver import artifact_location, load_inputs, data_root, experiment_name, state_dir, tracking_uri
     from .trial import run_trial
 
     try:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = redact(data_root(cells[0].config, state_dir(cfg)))
     try:
-        check_inputs([Cell(0, (), (), config)])
+        load_inputs([Cell(0, (), (), config)])
     except ConfigError as err:
         print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
         return 2

@@ -1,5 +1,11 @@
 """Ray Tune fan-out: one Tuner for all cells' trials, with the per-cell searcher, its pruner, a
-durable recorder and the progress line. Trials are pure functions of their config."""
+durable recorder and the progress line. Trials are pure functions of their config.
+
+Concurrency: Tune keeps at most ``max_concurrent_trials`` trials pending, and only one for a custom
+searcher without it, which with short trials and reused actors runs one trial at a time whatever the
+cluster. So the Tuner always gets ``max_concurrent_trials`` (ray.max_concurrent, else a ceiling), the
+searcher takes over the gate (``set_max_concurrency``) and gates on :class:`capacity.Capacity`, which
+follows the cluster's slots as nodes join or leave."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +16,8 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from .. import mnist
+from .capacity import UNCAPPED, Capacity
 from .cells import Cell
 from .config import ConfigError, RayCfg
 from .search import CellPruner, CellSearch
@@ -40,8 +48,16 @@ def check_resources(spec: RayCfg) -> None:
         raise ConfigError(f"ray.cpus_per_trial={spec.cpus_per_trial}: the cluster has {total.get('CPU', 0):g} CPU(s)")
 
 
+def worker_hosts() -> dict[str, str]:
+    """Alive nodes that can run a trial (some CPU or GPU): node id → its address."""
+    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()
+            if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)}
+
+
 def make_trainable(threads: int):
-    def orthoscale_trial(config: dict) -> None:
+    def orthoscale_trial(config: dict, mnist_arrays: dict | None = None) -> None:
+        for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
+            mnist.provide(root, "train", images, labels)
         result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
         ctx = tune.get_context()
         result["node_id"] = ray.get_runtime_context().get_node_id()
@@ -61,10 +77,17 @@ class DriverOnly:
 class Recorder(DriverOnly, tune.Callback):
     """Every ended trial → one durable record (fsynced) → the tracking queue."""
 
-    def __init__(self, cells: list[Cell], store: ResultStore, writer: TrackingWriter, rerun_prefix: list[str]):
-        self.cells, self.store, self.writer, self.prefix = cells, store, writer, rerun_prefix
+    def __init__(self, cells: list[Cell], store: ResultStore, writer: TrackingWriter, rerun_prefix: list[str],
+                 attempt: str):
+        self.cells, self.store, self.writer, self.prefix, self.attempt = cells, store, writer, rerun_prefix, attempt
         self.started: dict[str, float] = {}
-        self.records: list[dict] = []
+        self.addresses: dict[str, str] = {}
+
+    def host(self, node_id: str | None) -> str | None:
+        """The address of the node a trial ran on (nodes are looked up again when one is new)."""
+        if node_id and node_id not in self.addresses:
+            self.addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+        return self.addresses.get(node_id)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.time())
@@ -79,11 +102,11 @@ class Recorder(DriverOnly, tune.Callback):
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
                "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result, "error": error,
                "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
+               "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
                "rerun": " ".join(["python -m orthoscale.train", *self.prefix, *cell.overrides,
                                   "optim.protocol=fixed", f"optim.lr={mu!r}"])}
         self.store.append(rec)
-        self.records.append(rec)
         self.writer.submit(rec)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -97,21 +120,24 @@ class Recorder(DriverOnly, tune.Callback):
 FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate",
               "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
-              "theory_mu_opt", "theory_rate_opt", "theory_mu_max")
+              "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python")
 
 
 def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,
-              callbacks: list, verbose: int) -> None:
-    """All remaining trials of all cells in one Tuner."""
+              callbacks: list, verbose: int, capacity: Capacity, arrays: dict | None = None) -> None:
+    """All remaining trials of all cells in one Tuner, as many at once as ``capacity`` allows."""
     if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    trainable = tune.with_resources(make_trainable(max(1, int(spec.cpus_per_trial))), resources)
+    trainable = make_trainable(max(1, int(spec.cpus_per_trial)))
+    if arrays:
+        trainable = tune.with_parameters(trainable, mnist_arrays=arrays)
+    searcher.limit = capacity.limit
     tuner = tune.Tuner(
-        trainable,
+        tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=CellPruner(searcher), num_samples=searcher.remaining(),
-            max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
+            max_concurrent_trials=spec.max_concurrent or UNCAPPED, reuse_actors=True,
             trial_dirname_creator=lambda t: f"t{t.trial_id}"),
         run_config=tune.RunConfig(
             name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,

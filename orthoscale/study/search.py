@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Callable
 
 import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -119,6 +120,8 @@ class CellSearch(Searcher):
         self.live: dict[str, tuple[int, int, optuna.trial.Trial | None]] = {}
         self.pruned: set[str] = set()
         self.last_step: dict[str, int] = {}
+        self.limit: Callable[[], int] | None = None  # live trials allowed now (the runner's Capacity.limit)
+        self.max_concurrent = 0
         for rec in finished:
             self._replay(rec)
 
@@ -136,10 +139,19 @@ class CellSearch(Searcher):
     def remaining(self) -> int:
         return sum(max(b - len(u), 0) for b, u in zip(self.budget, self.used))
 
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Tune's ConcurrencyLimiter defers to this searcher, which gates on :attr:`limit` (the slots the
+        cluster has now, following nodes that join or leave) and never on more than ``max_concurrent``."""
+        self.max_concurrent = max_concurrent
+        return True
+
     def suggest(self, trial_id: str):
         open_cells = [i for i in range(len(self.cells)) if len(self.used[i]) < self.budget[i]]
         if not open_cells:
             return Searcher.FINISHED
+        allowed = min(self.limit(), self.max_concurrent or math.inf) if self.limit else self.max_concurrent
+        if allowed and len(self.live) >= allowed:
+            return None  # Tune asks again next step
         c = min(open_cells, key=lambda i: (len(self.used[i]), i))
         k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
         self.used[c].add(k)
@@ -186,10 +198,6 @@ class CellSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         """See :meth:`save`."""
-
-    def best(self, c: int) -> optuna.trial.FrozenTrial | None:
-        done = [t for t in self.studies[c].trials if t.state == optuna.trial.TrialState.COMPLETE]
-        return min(done, key=lambda t: t.value) if done else None
 
 
 class CellPruner(FIFOScheduler):

@@ -92,6 +92,7 @@ class Tracker:
                 "orthoscale.reason": str(res.get("reason") or rec.get("error") or "")[:5000],
                 "orthoscale.node": str(res.get("node", "")),
                 "orthoscale.node_id": str(res.get("node_id") or rec.get("node") or ""),
+                "orthoscale.host": str(rec.get("host") or ""),
                 "orthoscale.device": str(res.get("device", "")), **({MLFLOW_PARENT_RUN_ID: parent} if parent else {})}
         run = self.client.create_run(self.experiment_id, start_time=int(rec.get("started", now / 1000) * 1000),
                                      tags=tags)

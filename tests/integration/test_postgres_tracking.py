@@ -3,144 +3,33 @@
 URI; they must reach nothing that is stored or logged, and the runs must really be in PostgreSQL."""
 from __future__ import annotations
 
-import glob
 import os
-import pwd
 import secrets
-import stat
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from .conftest import TINY, free_port, plan_and_run, runs
+from .servers import PG_USER, MlflowOnPostgres, Postgres, Traversable
 
 pytestmark = pytest.mark.integration
-PG_USER = "orthoscale"
 EXPERIMENT = "orthoscale-depth"
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
-    assert found, "PostgreSQL server binaries missing under /usr/lib/postgresql/*/bin: run `make postgres`"
-    return Path(found[-1]).parent
-
-
-def _as_postgres(cmd: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    """PostgreSQL refuses to run as root: run its tools as Debian's `postgres` system user."""
-    out = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], cwd=cwd, capture_output=True,
-                         text=True, timeout=timeout)
-    assert out.returncode == 0, f"{cmd[0]} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
-    return out
-
-
-class _Traversable:
-    """Let the `postgres` user reach a folder under pytest's private (0700) temp root: o+x (no listing) on each
-    parent, restored afterwards."""
-
-    def __init__(self, path: Path):
-        self.modes = {}
-        for p in [path, *path.parents]:
-            mode = p.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                self.modes[p] = stat.S_IMODE(mode)
-                os.chmod(p, stat.S_IMODE(mode) | stat.S_IXOTH)
-
-    def restore(self):
-        for p, mode in self.modes.items():
-            os.chmod(p, mode)
-
-
-class _Postgres:
-    """A private PostgreSQL cluster owned by `postgres`, on 127.0.0.1:<port> only, its socket in its own folder."""
-
-    def __init__(self, root: Path, port: int, password: str):
-        self.bin, self.root, self.port, self.password = _pg_bin(), root, port, password
-        self.data, self.sock, self.log = root / "data", root / "sock", root / "postgres.log"
-        try:
-            pg = pwd.getpwnam("postgres")
-        except KeyError:
-            raise AssertionError("no `postgres` system user: install Debian's postgresql package (`make postgres`)")
-        root.mkdir(mode=0o700)
-        self.sock.mkdir(mode=0o700)
-        pwfile = root / "pwfile"
-        pwfile.write_text(password + "\n")
-        for p in (root, self.sock, pwfile):
-            os.chown(p, pg.pw_uid, pg.pw_gid)
-        os.chmod(pwfile, 0o600)
-        self.started = False
-        _as_postgres([self.bin / "initdb", "-D", self.data, "-U", PG_USER, "--auth=scram-sha-256",
-                      f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C", "--no-sync"], cwd=root, timeout=120)
-        pwfile.unlink()
-
-    def start(self):
-        self.started = True  # from here on, `stop` is attempted
-        _as_postgres([self.bin / "pg_ctl", "-D", self.data, "-l", self.log, "-o",
-                      f"-h 127.0.0.1 -p {self.port} -k {self.sock}", "-w", "-t", "60", "start"], cwd=self.root,
-                     timeout=90)
-
-    def connect(self, dbname: str):
-        import psycopg2
-
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER, password=self.password,
-                                dbname=dbname, connect_timeout=10)
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg2://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{dbname}"
-
-    def stop(self):
-        if self.started:
-            self.started = False
-            _as_postgres([self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop"],
-                         cwd=self.root, timeout=90)
-
-
-class _MlflowOnPostgres:
-    def __init__(self, root: Path, port: int, backend: str):
-        self.uri, self.artifacts, self.log = f"http://127.0.0.1:{port}", root / "artifacts", root / "server.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", backend, "--artifacts-destination", str(self.artifacts)],
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=open(self.log, "w"),
-            stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert self.proc.poll() is None, f"mlflow server exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise AssertionError(f"mlflow server did not start:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
 
 
 def test_study_tracks_into_postgres_through_a_proxying_server(ray_local, tmp_path):
     secret = f"Pl4nted{secrets.token_hex(8)}"    # the tracking URI's password: must be stored nowhere
     pg_password = f"pg{secrets.token_hex(12)}"   # the database's own password
     env_before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    access = _Traversable(tmp_path)
+    access = Traversable(tmp_path)
     pg = None
     try:
-        pg = _Postgres(tmp_path / "pg", free_port(), pg_password)
+        pg = Postgres(tmp_path / "pg", free_port(), pg_password)
         pg.start()
         conn = pg.connect("postgres")
         conn.autocommit = True
         conn.cursor().execute("CREATE DATABASE mlflow")
         conn.close()
-        server = _MlflowOnPostgres(tmp_path, free_port(), pg.url("mlflow"))
+        server = MlflowOnPostgres(tmp_path, free_port(), pg.url("mlflow"))
         try:
             uri = server.uri
             planted = uri.replace("http://", f"http://{PG_USER}:{secret}@")
