@@ -46,9 +46,11 @@ class Capacity:
         return self.current
 
     def limit(self) -> int:
-        slots = self.slots()
-        capped = bool(self.spec.max_concurrent) and slots >= self.spec.max_concurrent
-        return max(slots, 1) + (0 if capped or slots <= 1 else slots)
+        slots, cap = self.slots(), self.spec.max_concurrent
+        if cap and slots >= cap:
+            return cap
+        live = max(slots, 1) + (slots if slots > 1 else 0)
+        return min(live, cap) if cap else live
 
 
 @dataclass
@@ -74,9 +76,15 @@ class Concurrency:
         return text
 
 
+def _spans(records: list[dict]) -> list[tuple[float, float]]:
+    """(started, ended) of the records that have both, by start."""
+    return sorted((r["started"], r["ended"]) for r in records
+                  if r.get("started") is not None and r.get("ended") is not None)
+
+
 def measure(records: list[dict]) -> Concurrency:
     """Concurrency of ``records`` (each with 'started', 'ended' and optionally 'host')."""
-    spans = [(r["started"], r["ended"]) for r in records if r.get("started") and r.get("ended")]
+    spans = _spans(records)
     if not spans:
         return Concurrency(0, 0.0, 0.0, 0)
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
@@ -96,7 +104,7 @@ def diagnose(conc: Concurrency, slots: int, records: list[dict]) -> str | None:
     """One line saying why the mean concurrency stayed below 0.8 of the slots, or None when it did not."""
     if not slots or conc.trials == 0 or conc.mean >= 0.8 * slots:
         return None
-    spans = sorted((r["started"], r["ended"]) for r in records if r.get("started") and r.get("ended"))
+    spans = _spans(records)
     why = []
     if conc.trials < 2 * slots:
         why.append(f"only {conc.trials} trials for {slots} slots")

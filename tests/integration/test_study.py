@@ -157,3 +157,17 @@ def test_median_pruner_stops_hopeless_trials(ray_local, tmp_path):
                 if c.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
     assert len(outcomes) == 8 and outcomes.count("pruned") >= 1
     assert res.rows[0]["best_lr"] is not None
+
+
+def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
+    res = plan_and_run(["model.depth=4,8", "seed=0,1", "search.trials=8", "model.width=16", "stop.tol=1e-300",
+                        "stop.stall_window=100000", "stop.max_iters=600", "tracking.curve_points=20"], tmp_path)
+    from orthoscale.study.capacity import measure
+    from orthoscale.study.store import ResultStore
+
+    recs = ResultStore(res.folder).load()
+    assert len(recs) == 32 and res.fanout["slots"] == 2 and res.fanout["concurrency_peak"] == 2
+    assert len({r["result"]["pid"] for r in recs}) == 2                   # two worker processes, one per core
+    assert measure(recs).mean >= 0.8 * 2, res.fanout                      # measured from the durable records
+    assert res.fanout["concurrency_mean"] == pytest.approx(measure(recs).mean)
+    assert res.fanout["warning"] is None and "concurrency: mean" in res.text
