@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from orthoscale import data, init, loop, losses, network, optim, rates, stiefel, train
+from orthoscale import data, init, losses, network, optim, rates, stiefel, train
+from tests import loop
 from orthoscale.network import Architecture
 from orthoscale.optim import Optimizer
 from orthoscale.train import StopRules
