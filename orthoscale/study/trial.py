@@ -56,13 +56,17 @@ def _problem(key: str) -> data.Problem:
                                device=spec["device"])
 
 
+def problem_key(cfg: dict, device: str) -> str:
+    """What a cell's problem depends on, as a cache key."""
+    m = cfg["model"]
+    return json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
+                       "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
+                       "device": device}, sort_keys=True)
+
+
 def problem_for(cfg: dict, device: str) -> data.Problem:
     """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
-    m = cfg["model"]
-    key = json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
-                      "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
-                      "device": device}, sort_keys=True)
-    return _problem(key)
+    return _problem(problem_key(cfg, device))
 
 
 def widths_of(cfg: dict, input_dim: int | None = None) -> list[int]:
@@ -136,23 +140,23 @@ def build(cfg: dict, device: str):
     return problem, arch, [B.to(device) for B in blocks]
 
 
-_SPECTRA: dict = {}
-
-
-def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture) -> theory.LocalSpectrum | None:
+def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture, device: str) -> theory.LocalSpectrum | None:
     """The exact local spectrum at the teacher, once per (problem, method, balance) in this process; None
     where the theory does not apply (no teacher, nonlinear network, other loss, teacher not representable)."""
     o, limit = cfg["optim"], cfg["study"]["theory_max_dim"]
     if problem.teacher is None or not arch.linear or o["loss"] != "squared" or arch.widths[0] * arch.widths[-1] > limit:
         return None
-    key = (id(problem), arch, o["method"], o["balance"])
-    if key not in _SPECTRA:
-        try:
-            _SPECTRA[key] = theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments,
-                                                  method=o["method"], balance=o["balance"])
-        except ValueError:
-            _SPECTRA[key] = None
-    return _SPECTRA[key]
+    return _spectrum(problem_key(cfg, device), arch, o["method"], o["balance"])
+
+
+@functools.lru_cache(maxsize=32)
+def _spectrum(key: str, arch: Architecture, method: str, balance: str) -> theory.LocalSpectrum | None:
+    problem = _problem(key)
+    try:
+        return theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments, method=method,
+                                     balance=balance)
+    except theory.NotApplicable:
+        return None
 
 
 def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> dict:
@@ -177,7 +181,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
 
     traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
                     loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
-    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch))
+    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch, device))
 
 
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
