@@ -63,4 +63,4 @@ soak: install
 
 # The paper's experiments on MNIST and their Markdown report (paper.scale=full for the cluster-sized run).
 paper: install data
-	$(PY) -m orthoscale.paper $(ARGS)
+	$(PY) -m orthoscale paper $(ARGS)

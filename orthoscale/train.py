@@ -118,10 +118,3 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
     traj.seconds = time.perf_counter() - start
     return traj, blocks
 
-
-if __name__ == "__main__":  # `python -m orthoscale.train overrides…`: the service's rerun entry point
-    import sys
-
-    from orthoscale.study.rerun import main
-
-    sys.exit(main())

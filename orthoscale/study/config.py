@@ -153,6 +153,7 @@ class Config:
 
 
 MNIST_DIM = 784
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 
 
 def widths(cfg: Config, input_dim: int | None = None) -> tuple[int, ...]:
@@ -275,6 +276,10 @@ def check_rules(cfg: Config) -> None:
     if m.init == "teacher_perturbed" and d.kind == "mnist" and d.targets != "teacher":
         raise ConfigError("model.init='teacher_perturbed': needs a teacher; use data.targets=teacher or "
                           "model.init=random or spectral")
+    scheme = (cfg.tracking.uri or "sqlite:").split(":", 1)[0].split("+")[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"tracking.uri={cfg.tracking.uri!r}: MLflow cannot use {scheme!r}; use one of "
+                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}")
     if m.init == "spectral" and m.free_layer == "none":
         raise ConfigError("model.init='spectral': needs a free layer (model.free_layer=first or last)")
 

@@ -39,9 +39,11 @@ def connect(spec: RayCfg, verbose: int) -> str:
     return "local"
 
 
-def check_resources(spec: RayCfg) -> None:
+def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
     total = ray.cluster_resources()
+    if any(c.config["optim"]["device"] == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+        raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
     if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
         raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
     if total.get("CPU", 0) < spec.cpus_per_trial:
@@ -104,7 +106,7 @@ class Recorder(DriverOnly, tune.Callback):
                "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
-               "rerun": " ".join(["python -m orthoscale.train", *self.prefix, *cell.overrides,
+               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
                                   "optim.protocol=fixed", f"optim.lr={mu!r}"])}
         self.store.append(rec)
         self.writer.submit(rec)
@@ -118,7 +120,8 @@ class Recorder(DriverOnly, tune.Callback):
 
 
 FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate",
-              "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
+              "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error",
+              "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
               "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python")
 
