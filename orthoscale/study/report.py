@@ -84,7 +84,7 @@ def table(rows: list[dict]) -> str:
     head = f"{'cell':<28} {'trials':>6} {'conv':>4} {'div':>4} {'stall':>5} {'prun':>4} {'fail':>4} " \
            f"{'best μ':>10} {'ρ':>8} {'ρ_th(μ)':>8} {'ratio':>6} {'μ_opt':>8} {'ρ_opt':>8} {'iters':>6}  edge"
     lines = [head, "-" * len(head)]
-    fmt = lambda v, f: (format(v, f) if v is not None else "—")  # noqa: E731
+    fmt = lambda v, f: (format(v, f) if v is not None else "—")
     for r in rows:
         lines.append(f"{r['cell']:<28} {r['trials']:>6} {r['converged']:>4} {r['diverged']:>4} "
                      f"{r['stalled'] + r['budget']:>5} {r['pruned']:>4} {r['failed']:>4} "

@@ -177,7 +177,7 @@ class TrackingWriter:
                     self.done.add(rec["key"])
                     self.logged += 1
                     break
-                except Exception as err:  # noqa: BLE001 — tracking must not stop the study; the record is durable
+                except Exception as err:  # tracking must not stop the study; the record is durable
                     log.warning("logging trial %s failed (attempt %d/%d): %s", rec["key"], attempt + 1,
                                 self.retries, err)
                     time.sleep(0.5 * 2 ** attempt)
