@@ -38,6 +38,7 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 test: install data browser postgres
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: install data
