@@ -35,12 +35,12 @@ def run(args: list[str]) -> int:
     tracker = Tracker(tracking_uri(cfg), experiment, artifact_location(cfg, experiment))
     now = time.time()
     rec = {"key": f"rerun-{time.strftime('%Y%m%d-%H%M%S')}", "cell": cells[0].id, "trial_number": 0,
-           "lr": result["lr"], "status": "FINISHED", "result": result, "cfg": config,
-           "started": now - result["seconds"],
+           "lr": result.lr, "status": "FINISHED", "result": result.to_dict(), "cfg": config,
+           "started": now - result.seconds,
            "ended": now, "rerun": redact(shlex.join(["python", "-m", "orthoscale", "rerun", *args]))}
     run_id = tracker.log_trial(None, "rerun", rec)
-    rate = f"{result['rate']:.6f}" if result["rate"] is not None else "none"
-    print(f"outcome {result['outcome']} after {result['steps']} steps ({result['reason']}) · μ={result['lr']:.6g} · "
-          f"ρ={rate} · iterations to tol {result['iters_to_tol']} · final relative excess "
-          f"{result['final_rel_excess']:.3e}\nMLflow run {run_id} in {experiment} ({redact(tracking_uri(cfg))})")
+    rate = f"{result.rate:.6f}" if result.rate is not None else "none"
+    print(f"outcome {result.outcome} after {result.steps} steps ({result.reason}) · μ={result.lr:.6g} · "
+          f"ρ={rate} · iterations to tol {result.iters_to_tol} · final relative excess "
+          f"{result.final_rel_excess:.3e}\nMLflow run {run_id} in {experiment} ({redact(tracking_uri(cfg))})")
     return 0

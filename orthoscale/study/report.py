@@ -15,6 +15,7 @@ from pathlib import Path
 from ..rates import fit_power_law
 from ..train import OUTCOMES
 from .cells import Cell
+from .results import TrialResult
 
 DEPTH, SEED = "model.depth", "seed"
 EDGE = 0.05  # best μ within 5 % of the log range of a bound is "on the edge"
@@ -34,29 +35,26 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
     rows = []
     for cell in cells:
         recs = by_cell.get(cell.index, [])
-        done = [r for r in recs if r["status"] == "FINISHED" and r.get("result")]
-        counts = Counter(r["result"]["outcome"] if r.get("result") and r["status"] == "FINISHED"
-                         else ("pruned" if r["status"] == "KILLED" else "failed") for r in recs)
-        best = min(done, key=lambda r: r["result"]["objective"], default=None)
-        res = best["result"] if best else {}
+        done = [(r, TrialResult.from_dict(r["result"])) for r in recs if r["status"] == "FINISHED" and r.get("result")]
+        counts = Counter([res.outcome for _, res in done] +
+                         ["pruned" if r["status"] == "KILLED" else "failed" for r in recs
+                          if not (r["status"] == "FINISHED" and r.get("result"))])
+        best, res = min(done, key=lambda d: d[1].objective, default=(None, TrialResult()))
         s = cell.config["search"]
         lo, hi = math.log(s["lr_min"]), math.log(s["lr_max"])
         edge = ""
         if best and cell.config["optim"]["protocol"] == "tuned":
-            pos = (math.log(res["lr"]) - lo) / (hi - lo)
+            pos = (math.log(res.lr) - lo) / (hi - lo)
             edge = "low" if pos < EDGE else ("high" if pos > 1 - EDGE else "")
         rows.append({
             "cell": cell.id, **{k: v for k, v in cell.values}, "depth": cell.get(DEPTH), "seed": cell.get(SEED),
             "trials": len(recs), **{o: counts.get(o, 0) for o in (*OUTCOMES, "failed")},
-            "best_lr": res.get("lr"), "best_rate": res.get("rate"), "best_iters": res.get("iters_to_tol"),
-            "best_objective": res.get("objective"),
-            "min_rate": min((r["result"]["rate"] for r in done if r["result"].get("rate") is not None), default=None),
+            "best_lr": res.lr, "best_rate": res.rate, "best_iters": res.iters_to_tol, "best_objective": res.objective,
+            "min_rate": min((d.rate for _, d in done if d.rate is not None), default=None),
             "lr_on_edge": edge, "best_key": best["key"] if best else None,
             # theory beside the measurement: ρ_lin² at the best μ, and the best rate any μ could give
-            "theory_rate": res.get("theory_rate"), "theory_mu_opt": res.get("theory_mu_opt"),
-            "theory_rate_opt": res.get("theory_rate_opt"),
-            "rate_ratio": _gap(res.get("rate"), res.get("theory_rate")),
-            "search_gap": _gap(res.get("rate"), res.get("theory_rate_opt")),
+            "theory_rate": res.theory_rate, "theory_mu_opt": res.theory_mu_opt, "theory_rate_opt": res.theory_rate_opt,
+            "rate_ratio": _gap(res.rate, res.theory_rate), "search_gap": _gap(res.rate, res.theory_rate_opt),
         })
     return rows
 

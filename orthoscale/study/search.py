@@ -19,7 +19,7 @@ from ray.tune.search import Searcher
 
 from .. import rates
 from .cells import Cell
-from .trial import FINAL
+from .results import FINAL
 
 METRIC = "objective"
 LR = optuna.distributions.FloatDistribution

@@ -20,9 +20,9 @@ from ..network import Architecture, stack
 from ..optim import Optimizer
 from ..train import StopRules, Trajectory, train
 from .config import widths
+from .results import FINAL, TrialResult
 
 
-FINAL = "orthoscale_final"  # marks a trial's summary; Tune's own "done" is also set on trials it stops
 
 
 def pick_device(how: str) -> str:
@@ -159,7 +159,7 @@ def _spectrum(key: str, arch: Architecture, method: str, balance: str) -> theory
         return None
 
 
-def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> dict:
+def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> TrialResult:
     """Train one network; ``report(metrics)`` is called every ``search.report_every`` steps (it may
     return True to stop the trial early). Returns summary metrics and downsampled curves."""
     if threads:
@@ -185,7 +185,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
 
 
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
-              spectrum: theory.LocalSpectrum | None = None) -> dict:
+              spectrum: theory.LocalSpectrum | None = None) -> TrialResult:
     fit = rates.fit_rate(traj.rel_excess)
     rho = observed_rate(traj, cfg["stop"], fit)
     points = cfg["tracking"]["curve_points"]
@@ -195,18 +195,16 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
     if traj.e2e_error:
         curves["e2e_error"] = [traj.e2e_error[i] for i in steps]
     hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
-    return {
-        "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
-        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"], rho), "observed_rate": rho,
-        "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
-        "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
-        "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
-        "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
-        "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
-        "curve_steps": steps, "curves": curves, FINAL: True,
+    return TrialResult(
+        lr=mu, outcome=traj.outcome, reason=traj.reason, steps=traj.steps, iters_to_tol=hit,
+        objective=objective(traj, cfg["stop"], cfg["search"], rho), observed_rate=rho, rate=fit.rate,
+        rate_r2=fit.r2 if fit.found else None, rate_window=[fit.start, fit.end], rate_note=fit.reason,
+        final_rel_excess=traj.rel_excess[-1], final_loss=traj.loss[-1], ortho_error=max(traj.ortho_error),
+        e2e_error=traj.e2e_error[-1] if traj.e2e_error else None, seconds=traj.seconds,
+        seconds_per_step=traj.seconds / max(traj.steps, 1), device=device, node=socket.gethostname(),
+        pid=os.getpid(), python=platform.python_version(), curve_steps=steps, curves=curves,
         # the exact local rate of the loss at this μ and the best one over μ (theory.py), where it applies
-        "theory_rate": spectrum.loss_rate(mu) if spectrum else None,
-        "theory_mu_opt": spectrum.mu_opt if spectrum else None,
-        "theory_rate_opt": spectrum.loss_rate_opt if spectrum else None,
-        "theory_mu_max": spectrum.mu_max if spectrum else None,
-    }
+        theory_rate=spectrum.loss_rate(mu) if spectrum else None,
+        theory_mu_opt=spectrum.mu_opt if spectrum else None,
+        theory_rate_opt=spectrum.loss_rate_opt if spectrum else None,
+        theory_mu_max=spectrum.mu_max if spectrum else None)

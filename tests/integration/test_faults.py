@@ -106,7 +106,7 @@ def test_numerical_extremes_end_in_a_recorded_outcome(override):
     from orthoscale.study.trial import run_trial
 
     (cfg, _, cells), = plan(["optim.protocol=fixed", "stop.max_iters=400", *override], grid=False)
-    res = run_trial(cells[0].config)
+    res = run_trial(cells[0].config).to_dict()
     assert res["outcome"] in OUTCOMES and res["reason"]
     if "stop.max_seconds=0.05" in override:
         assert "time limit" in res["reason"]
