@@ -15,7 +15,9 @@ from typing import Any
 
 from .. import init as core_init
 from .. import losses, mnist, optim, stiefel
+from ..checks import bounded
 from ..network import ACTIVATIONS, FREE_LAYERS, ORIENTATIONS, Architecture
+from ..train import StopRules
 
 
 class ConfigError(ValueError):
@@ -26,8 +28,7 @@ def choice(default: str, allowed) -> Any:
     return field(default=default, metadata={"choices": tuple(allowed)})
 
 
-def number(default, *, ge=None, gt=None, le=None, lt=None) -> Any:
-    return field(default=default, metadata={k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None})
+number = bounded
 
 
 @dataclass(frozen=True)
@@ -73,17 +74,6 @@ class OptimCfg:
     lr: float = number(0.1, gt=0)
     protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth"))  # μ by Optuna | μ = lr | μ = lr / N
     device: str = choice("auto", ("auto", "cpu", "cuda"))
-
-
-@dataclass(frozen=True)
-class StopCfg:
-    """Stop rules of every trial (core ``StopRules``)."""
-    tol: float = number(1e-10, gt=0, lt=1)
-    max_iters: int = number(2000, ge=1)
-    diverge_factor: float = number(1e6, gt=1)
-    stall_window: int = number(200, ge=1)
-    stall_improvement: float = number(1e-3, ge=0, lt=1)
-    max_seconds: float = number(600.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -143,7 +133,7 @@ class Config:
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    stop: StopCfg = field(default_factory=StopCfg)
+    stop: StopRules = field(default_factory=StopRules)  # the core's own dataclass: one declaration per key
     search: SearchCfg = field(default_factory=SearchCfg)
     ray: RayCfg = field(default_factory=RayCfg)
     tracking: TrackingCfg = field(default_factory=TrackingCfg)

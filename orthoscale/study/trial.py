@@ -168,9 +168,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
     mu = step_size(cfg, lr)
     problem, arch, blocks = build(cfg, device)
     o, s, search = cfg["optim"], cfg["stop"], cfg["search"]
-    rules = StopRules(tol=s["tol"], max_iters=s["max_iters"], diverge_factor=s["diverge_factor"],
-                      stall_window=s["stall_window"], stall_improvement=s["stall_improvement"],
-                      max_seconds=s["max_seconds"])
+    rules = StopRules(**s)
 
     def progress(t: int, traj: Trajectory):
         if report is None:
