@@ -132,7 +132,8 @@ def main() -> None:
                   f"{'met' if ok_r else 'MISSED'}){tag}")
 
     arch, problem, blocks = setup(PROFILE_D, max(Ns), DTYPES[PROFILE_DTYPE], seed=1)
-    print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} (each phase timed alone)")
+    print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} "
+          "(each phase timed alone)")
     breakdown(arch, problem, blocks, LR, budget=budget, min_reps=min_reps, profile=args.profile)
     footer_load(load)
 
