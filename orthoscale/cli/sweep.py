@@ -45,11 +45,13 @@ def run(args: list[str]) -> int:
         result = run_study(cfg, cells, ov)
         print(result.text)
         where = f" on host {socket.gethostname()}" if in_ray_job() else ""
-        print(f"\nrecord: {result.tracking_uri} · experiment {result.experiment} · parent run {result.parent_run_id}"
-              f"\nresults and report: {result.folder}{where}")
-        browse.append("make ui   (http://127.0.0.1:5000)" if result.tracking_uri.startswith("sqlite:") and not where
-                      else f"the MLflow UI of {result.tracking_uri}" if result.tracking_uri.startswith("http")
-                      else f"mlflow ui --backend-store-uri {result.tracking_uri}")
+        record = (f"{result.tracking_uri} · experiment {result.experiment} · parent run {result.parent_run_id}"
+                  if cfg.tracking.enabled else "no MLflow run (tracking.enabled=false)")
+        print(f"\nrecord: {record}\nresults and report: {result.folder}{where}")
+        if cfg.tracking.enabled:
+            browse.append("make ui   (http://127.0.0.1:5000)" if result.tracking_uri.startswith("sqlite:") and not where
+                          else f"the MLflow UI of {result.tracking_uri}" if result.tracking_uri.startswith("http")
+                          else f"mlflow ui --backend-store-uri {result.tracking_uri}")
         if result.unlogged:
             print(f"warning: {len(result.unlogged)} trial(s) not yet in MLflow (kept in {result.folder}); "
                   "rerun the same command to replay them")

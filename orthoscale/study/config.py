@@ -105,6 +105,7 @@ class RayCfg:
 @dataclass(frozen=True)
 class TrackingCfg:
     """Where the MLflow record goes."""
+    enabled: bool = True                     # false: no MLflow; the study folder still holds results and report
     uri: str | None = None                   # None: sqlite:///<state>/mlflow.db
     experiment: str | None = None            # None: orthoscale-<family>
     curve_points: int = number(200, ge=2, le=10_000)

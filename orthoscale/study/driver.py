@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,12 @@ class StudyResult:
     experiment: str = ""
     fanout: dict | None = None      # capacity.fanout_summary of this run's trials (None when none ran)
     failed_all: str | None = None   # the first error, when every trial of the study failed
+
+
+def _warm_tracking(cfg: Config) -> None:
+    """Import what the tracking store needs (MLflow's store, SQLAlchemy and its dialect) ahead of its use."""
+    if cfg.tracking.enabled:
+        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 (import for its side effect)
 
 
 def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cell], out):
@@ -142,11 +149,13 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before anything starts
         from .runner import check_resources, connect
 
-        connect(cfg.ray, cfg.study.verbose)
+        with ThreadPoolExecutor(1) as pool:  # MLflow's modules load while Ray starts (both take seconds)
+            pool.submit(_warm_tracking, cfg)
+            connect(cfg.ray, cfg.study.verbose)
         check_resources(cfg.ray, cells)
     save_plan(folder, cfg, overrides, cells)
-    tracker, parent = _open_tracking(cfg, name, overrides, cells, out)
-    writer = TrackingWriter(tracker, parent, name)
+    tracker, parent = _open_tracking(cfg, name, overrides, cells, out) if cfg.tracking.enabled else (None, None)
+    writer = TrackingWriter(tracker, parent, name, enabled=cfg.tracking.enabled)
     for rec in finished:  # replays any record that did not reach tracking before an interruption
         writer.submit(rec)
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
@@ -164,7 +173,8 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     synced = tracker is not None and _close_tracking(tracker, parent, folder, result, fanout, out)
     return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),
                        result["rows"], result["scaling"], result["text"], writer.seconds, writer.logged,
-                       writer.failed + ([] if synced else ["<parent report>"]), experiment_name(cfg), fanout,
+                       writer.failed + ([] if synced or not cfg.tracking.enabled else ["<parent report>"]),
+                       experiment_name(cfg), fanout,
                        first_error(records))
 
 
@@ -210,7 +220,7 @@ def in_ray_job() -> bool:
 def check_record_outlives_job(cfg: Config) -> None:
     """A submitted job runs in a temporary copy of the code under the head's Ray temp dir: without a tracking
     server and a state dir outside that copy, the study's only record would vanish with the Ray session."""
-    if not in_ray_job() or cfg.tracking.uri:
+    if not in_ray_job() or (cfg.tracking.enabled and cfg.tracking.uri):
         return
     if not cfg.study.state_dir or state_dir(cfg).is_relative_to(PROJECT):
         raise ConfigError("tracking.uri / study.state_dir: a study submitted as a Ray job would keep its only "

@@ -149,8 +149,10 @@ class TrackingWriter:
     """Logs records on a background thread, each trial once; counts time spent and failures.
     Without a tracker (store unreachable) every record is counted as not logged."""
 
-    def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3):
+    def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3,
+                 enabled: bool = True):
         self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
+        self.enabled = enabled  # False (tracking.enabled=false): records are not for MLflow, none is "unlogged"
         self.done = tracker.logged_trials(parent) if tracker else set()
         self.queue: queue.Queue = queue.Queue()
         self.seconds, self.logged, self.failed = 0.0, 0, []
@@ -165,7 +167,8 @@ class TrackingWriter:
             if rec["key"] in self.done:
                 continue
             if self.tracker is None:
-                self.failed.append(rec["key"])
+                if self.enabled:
+                    self.failed.append(rec["key"])
                 continue
             start = time.perf_counter()
             for attempt in range(self.retries):

@@ -171,3 +171,14 @@ def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
     assert measure(recs).mean >= 0.8 * 2, res.fanout                      # measured from the durable records
     assert res.fanout["concurrency_mean"] == pytest.approx(measure(recs).mean)
     assert res.fanout["warning"] is None and "concurrency: mean" in res.text
+
+
+def test_tracking_off_keeps_results_and_report(ray_local, tmp_path):
+    res = plan_and_run(["model.depth=2,3", "seed=0", "search.trials=2", "tracking.enabled=false", *TINY], tmp_path)
+    assert res.parent_run_id is None and not res.unlogged and res.trials_logged == 0
+    assert not (tmp_path / "mlflow.db").exists()                        # no MLflow store was made
+    from orthoscale.study.store import ResultStore
+
+    assert len(ResultStore(res.folder).load()) == 4
+    assert {"cells.csv", "scaling.json", "fanout.json"} <= {p.name for p in (res.folder / "report").iterdir()}
+    assert len(res.rows) == 2 and all(r["trials"] == 2 for r in res.rows)
