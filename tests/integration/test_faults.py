@@ -49,11 +49,19 @@ def test_unreachable_tracking_keeps_results_and_sync_replays_them_once(ray_local
         server.stop()
 
 
+def _command(p: psutil.Process) -> str:
+    """The command line of ``p`` ('' once it has exited or is a zombie)."""
+    try:
+        return " ".join(p.cmdline() or [p.name()])
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
+
+
 def _kill_a_trial_worker_when_running(deadline: float, root: int | None = None) -> int | None:
     """SIGKILL the first trial worker among the descendants of ``root`` (this process by default)."""
     me = psutil.Process(root or os.getpid())
     while time.time() < deadline:
-        workers = [p for p in me.children(recursive=True) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
+        workers = [p for p in me.children(recursive=True) if "ImplicitFunc" in _command(p)]
         if workers:
             time.sleep(1.0)  # let it get into the trial
             workers[0].send_signal(signal.SIGKILL)
