@@ -48,7 +48,21 @@ else
   docker/debian-base.sh "$base" python3,python3-venv,ca-certificates
 fi
 docker/wheels.sh
-docker build -f docker/Dockerfile.cpu --build-arg BASE="$base" -t "$cpu_tag" .
+
+# The wheelhouse, served read-only to the build on an internal network of its own (no route beyond it):
+# the wheels reach the build without being copied into a layer.
+net=orthoscale-build
+docker network inspect "$net" > /dev/null 2>&1 || docker network create --internal "$net" > /dev/null
+server=$(docker run -d --rm --network "$net" --network-alias wheels --user 65534:65534 \
+  -v "$PWD/${WHEELS:-.build/wheels}:/wheels:ro" -w /wheels "$base" python3 -m http.server 8000)
+trap 'docker rm -f "$server" > /dev/null 2>&1 || true' EXIT
+for _ in $(seq 30); do
+  docker exec "$server" python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/')" \
+    > /dev/null 2>&1 && break
+  sleep 0.5
+done
+docker build --network "$net" -f docker/Dockerfile.cpu --build-arg BASE="$base" \
+  --build-arg WHEELS=http://wheels:8000/ -t "$cpu_tag" .
 
 if [[ "${GPU:-0}" == 1 ]]; then
   docker build -f docker/Dockerfile.gpu --build-arg BASE="$gpu_base" -t "$gpu_tag" .

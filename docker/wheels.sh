@@ -12,6 +12,12 @@ wheels=${WHEELS:-.build/wheels}
 py=${PYTHON:-python3}
 mkdir -p "$wheels" .build
 
+# Done already for this lock, project and script: nothing to fetch (pip would still resolve against the index).
+stamp=$(cat constraints.txt pyproject.toml "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+if [[ "$(cat "$wheels/.complete" 2> /dev/null)" == "$stamp" ]]; then
+  exit 0
+fi
+
 torch=$(sed -n 's/^torch==//p' constraints.txt)
 setuptools=${SETUPTOOLS_VERSION:-80.9.0}   # builds the project's own wheel inside the image, offline
 target=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311)
@@ -47,4 +53,5 @@ if ls "$wheels"/nvidia_* > /dev/null 2>&1 || ls "$wheels"/torch-* | grep -qv '+c
   echo "docker/wheels.sh: a CUDA torch or CUDA runtime wheel reached $wheels; remove it" >&2
   exit 1
 fi
+echo "$stamp" > "$wheels/.complete"
 echo "wheels: $(ls "$wheels" | wc -l) files, $(du -sh "$wheels" | cut -f1) in $wheels"
