@@ -78,7 +78,7 @@ ui: install
 	  --backend-store-uri sqlite:///$(STATE)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 # Submit the study to a running Ray cluster: RAY_ADDRESS=http://<head>:8265 and RAY_AUTH_TOKEN must be set.
-sweep-cluster:
+sweep-cluster: install
 	jobs/submit.sh $(ARGS)
 
 # A soak study of ≥ 2 000 tiny trials: bounded driver memory, nothing lost or duplicated.
