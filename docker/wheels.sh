@@ -2,7 +2,7 @@
 # The wheelhouse the images install from, offline: every dependency of the project at its locked version
 # (constraints.txt), for Linux x86_64 and CPython 3.11, downloaded on this host into WHEELS
 # (default .build/wheels). The CPU build of torch (2.13.0+cpu) is taken from wherever pip finds it (a
-# local find-links folder, a configured index) or else from PyPI-compatible PyTorch CPU index; a CUDA
+# local find-links folder, a configured index) or else from PyTorch's CPU index; a CUDA
 # torch is never downloaded here. Idempotent: wheels already present are not fetched again.
 #
 #   docker/wheels.sh
