@@ -105,7 +105,8 @@ def test_image_carries_exactly_the_locked_versions_and_runs_as_non_root(built):
     assert run(["docker", "image", "inspect", "-f", "{{.Config.User}}", built.image]).stdout.strip() == "ray"
     proc = run(["docker", "run", "--rm", "--network", "none", built.image, "bash", "-c",
                 "id -u && python -m pip list --format=json 2>/dev/null && "
-                "python -c 'import orthoscale.sweep, ray, mlflow, optuna, hydra, torch, psycopg2; print(torch.__version__)'"])
+                "python -c 'import orthoscale.sweep, ray, mlflow, optuna, hydra, torch, psycopg2; "
+                "print(torch.__version__)'"])
     uid, packages, torch = proc.stdout.strip().splitlines()
     assert uid == "1000", "the image runs as Ray's non-root user"
     assert torch == lock()["torch"] + "+cpu", "the CPU image has the CPU build of the locked torch"
@@ -348,8 +349,8 @@ def test_study_survives_a_killed_worker_and_a_restarted_tracking_server(cluster,
     logged = Counter(k.data.tags["orthoscale.trial"] for k in kids)
     assert set(logged) == set(keys) and set(logged.values()) == {1}, \
         f"MLflow has {logged} for the durable {sorted(keys)}\n{out1[-3000:]}\n{out2[-3000:]}"
-    assert Counter(k.data.tags["orthoscale.cell"] for k in kids) == Counter({c: TRIALS for c in
-                                                                            {k.data.tags["orthoscale.cell"] for k in kids}})
+    cells = {k.data.tags["orthoscale.cell"] for k in kids}
+    assert Counter(k.data.tags["orthoscale.cell"] for k in kids) == Counter({c: TRIALS for c in cells})
     assert all(k.info.status == "FINISHED" for k in kids), Counter(k.info.status for k in kids)
     # Trials ran in both worker containers (and nowhere else: the head offers no CPUs).
     nodes = Counter(k.data.tags["orthoscale.node"] for k in kids)
