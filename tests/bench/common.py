@@ -354,9 +354,8 @@ def ns_iterations(V: torch.Tensor, xi: torch.Tensor) -> int:
     """Newton–Schulz iterations that stiefel.retract(V, xi, 'polar') runs (mirrors its stopping rule;
     the batch runs until its slowest matrix converges). Used only to count flops."""
     A = V + xi
-    bound = torch.sqrt(1 + torch.linalg.matrix_norm(xi) ** 2)
     tol = 2 * math.sqrt(torch.finfo(A.dtype).eps)
-    X = A / bound[..., None, None]
+    X = A / stiefel.tangent_scale(xi)[..., None, None]
     I = stiefel.eye_like(X)
     for it in range(1, 41):
         E = X.mT @ X - I
