@@ -214,14 +214,21 @@ def hidden_products(blocks: list[torch.Tensor]) -> Chain:
 
 
 def _orthogonal_square(B: torch.Tensor) -> bool:
-    """k > 2 square layers, each orthogonal to rounding: max|WᵀW − I| ≤ 16·eps·d."""
+    """k > 2 square layers, each orthogonal to rounding: max|WᵀWv − v| ≤ 16·eps·d for a fixed generic unit
+    vector v (the entries of WᵀW − I seen from a direction that no such matrix singles out; O(k d²))."""
     k, d = B.shape[0], B.shape[-1]
     if k <= 2 or B.shape[-2] != d:
         return False
-    E = B.mT @ B
-    E.diagonal(dim1=-2, dim2=-1).sub_(1)
-    lo, hi = torch.aminmax(E)
+    v = _probe(d, B.dtype, B.device)
+    lo, hi = torch.aminmax(B.mT @ (B @ v) - v)
     return max(-float(lo), float(hi)) <= 16 * torch.finfo(B.dtype).eps * d
+
+
+@functools.lru_cache(maxsize=64)
+def _probe(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A fixed unit vector (d, 1) of Gaussian direction (seed 0, drawn on the CPU)."""
+    v = torch.randn(d, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (v / torch.linalg.vector_norm(v)).to(dtype=dtype, device=device)
 
 
 def end_to_end(blocks: list[torch.Tensor]) -> torch.Tensor:

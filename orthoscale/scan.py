@@ -1,6 +1,7 @@
 """Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in few batched calls.
 
-Stacks of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the
+Matrices of width ≥ ``WIDE``: one product after the other (k − 1 matmuls, no redundant work; each
+product is large enough to keep the cores busy). Narrower stacks of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the
 product of the min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Long stacks are cut into chunks of ``CHUNK``
 consecutive matrices: CHUNK − 1 batched products run the prefixes of all chunks at once, a doubling
 scan takes the chunks' totals, and one batched product continues every chunk from those before it —
@@ -12,6 +13,7 @@ import torch
 
 CHUNK = 8    # chunk length of long stacks
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
+WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
 
 
 def _doubling(W: torch.Tensor) -> torch.Tensor:
@@ -23,12 +25,26 @@ def _doubling(W: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _sequential(W: torch.Tensor, first: torch.Tensor | None) -> torch.Tensor:
+    """Inclusive prefix products of W (k, d, d) by k − 1 products into one buffer, after ``first`` if given."""
+    lead = int(first is not None)
+    out = torch.empty(lead + W.shape[0], *W.shape[1:], dtype=W.dtype, device=W.device)
+    if lead:
+        out[0] = first
+    out[lead] = W[0]
+    for j in range(1, W.shape[0]):
+        torch.mm(W[j], out[lead + j - 1], out=out[lead + j])
+    return out
+
+
 def prefix_products(W: torch.Tensor, *, identity_first: bool = False) -> torch.Tensor:
     """out[j] = W_j ··· W_1 W_0 for a stack W of shape (k, d, d); with ``identity_first`` the (k+1, d, d)
     stack [I, W_0, W_1 W_0, …] instead (the empty product first)."""
     k, d = W.shape[0], W.shape[-1]
     lead, n = int(identity_first), -(-k // CHUNK)
     eye = torch.eye(d, dtype=W.dtype, device=W.device)
+    if d >= WIDE:
+        return _sequential(W, eye if lead else None)
     if k <= SHORT:
         out = _doubling(W)
         return torch.cat([eye[None], out]) if lead else out

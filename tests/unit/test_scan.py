@@ -78,3 +78,13 @@ def test_float32_stack(gen):
     assert scan.prefix_products(W).dtype == torch.float32
     assert float((scan.prefix_products(W).double() - ref).abs().max()) <= 1e-4
     assert float((scan.total_product(W).double() - ref[-1]).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 9])
+def test_wide_stacks_are_chained_sequentially(k, gen):
+    """From width scan.WIDE on, prefixes are the naive chain itself: bit-identical, with and without I first."""
+    W = near_orthogonal(k, gen(k), d=scan.WIDE)
+    assert torch.equal(scan.prefix_products(W), naive_prefix(W))
+    assert torch.equal(scan.suffix_products(W), naive_suffix(W))
+    with_eye = scan.prefix_products(W, identity_first=True)
+    assert torch.equal(with_eye[0], torch.eye(scan.WIDE, dtype=W.dtype)) and torch.equal(with_eye[1:], naive_prefix(W))
