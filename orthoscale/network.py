@@ -138,7 +138,7 @@ class Frame:
 
     def gradient(self) -> torch.Tensor:
         """(k, d, d): G_i = C_j M C_{j−1}ᵀ."""
-        return (self.C[1:] @ self.M) @ self.C[:-1].mT
+        return stiefel.frame_product(self.C, self.M)
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,9 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
 
     ``grads`` and ``frames`` as in losses.Evaluation (block_grads may be None where a frame holds it).
     ``frames`` (losses.Evaluation.frames) hold the gradient of an orthogonal square block as
-    G_i = C_j M C_{j−1}ᵀ with W_i = C_j C_{j−1}ᵀ; then P_W(G_i) = C_j skew(M) C_{j−1}ᵀ and the polar
-    retraction is C_j polar(I − (μ/s²) skew M) C_{j−1}ᵀ — the same step without a per-layer projection
-    or Newton–Schulz loop over the stack.
+    G_i = C_j M C_{j−1}ᵀ with W_i = C_j C_{j−1}ᵀ; then P_W(G_i) = C_j skew(M) C_{j−1}ᵀ, W_i + ξ_i =
+    C_j A C_{j−1}ᵀ with A = I − (μ/s²) skew M, and the polar retraction is C_j polar(A) C_{j−1}ᵀ — the
+    same step without a per-layer projection or Newton–Schulz loop over the stack (QR: qr(C_j A C_{j−1}ᵀ)).
     """
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()  # noqa: E731
@@ -64,9 +64,13 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
         if not b.constrained:
             out.append(B - opt.lr * full(G, F))
             continue
-        if F is not None and opt.retraction == "polar":
+        if F is not None and opt.retraction in ("polar", "qr"):
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
-            out.append(stiefel.polar_in_frame(F.C, eye - lr_orth * (F.M - F.M.mT) / 2))
+            A = eye - lr_orth * (F.M - F.M.mT) / 2
+            if opt.retraction == "polar":
+                out.append(stiefel.polar_in_frame(F.C, A))
+            else:  # W + ξ = C_j A C_{j−1}ᵀ: neither the gradient nor its projection is formed
+                out.append(to_tall(stiefel.qr_q(to_tall(stiefel.frame_product(F.C, A), arch)), arch))
             continue
         G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)

@@ -86,6 +86,11 @@ def tangent_scale(xi: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.clamp((1 + torch.linalg.matrix_norm(xi) ** 2) / 2, min=1.0))
 
 
+def frame_product(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, C (k+1, d, d), A (d, d)."""
+    return (C[1:] @ A) @ C[:-1].mT
+
+
 def polar_in_frame(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A = I + S (d, d) with S skew:
     C_j polar(A) C_{j−1}ᵀ.
@@ -94,8 +99,7 @@ def polar_in_frame(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     stack (Newton–Schulz: A is I + a tangent vector at I). Rounding in C (≈ Σ of its layers' deviations
     from orthogonality) would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
     """
-    R = polar_newton_schulz(A, tangent_scale(A - eye_like(A)))
-    X = (C[1:] @ R) @ C[:-1].mT
+    X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))))
     Y = X.mT @ X
     Y.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.5)
     return X @ Y

@@ -49,6 +49,25 @@ def test_stacked_step_equals_loop_step(retraction, balance, widths, orientation,
     assert network.orthonormality_error(new, arch) <= 1e-12
 
 
+@pytest.mark.parametrize("retraction", stiefel.RETRACTIONS)
+@pytest.mark.parametrize("orientation", network.ORIENTATIONS)
+def test_framed_step_equals_loop_step(retraction, orientation, gen):
+    """A deep orthogonal run updated in its frame (polar: one polar factor; qr: qr(C_j A C_{j−1}ᵀ)) or,
+    for the other retractions, from the frame's gradient: every layer within 1e-12 of the per-layer loop."""
+    arch = Architecture((7,) * 31, "first", orientation)
+    prob, blocks = problem_and_start(arch, gen(6))
+    ev = losses.squared_fast(blocks, prob)
+    assert ev.frames[1] is not None
+    opt = Optimizer(0.3, retraction=retraction)
+    new = optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+    Ws = network.layers(blocks)
+    ref = loop.step(Ws, loop.gradients(Ws, prob)[1], arch, opt)
+    for W, R, W0 in zip(network.layers(new), ref, Ws):
+        assert float((W - R).abs().max()) <= 1e-12
+        assert float((W - W0).abs().max()) > 1e-6
+    assert network.orthonormality_error(new, arch) <= 1e-12
+
+
 @pytest.mark.parametrize("widths,orientation,free", STEP_ARCHS)
 def test_gd_step_equals_loop_step(widths, orientation, free, gen):
     arch = Architecture(widths, free, orientation)
