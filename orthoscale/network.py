@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import scan, stiefel
+from .workspace import Workspace, get
 
 FREE_LAYERS = ("first", "last", "none")
 ORIENTATIONS = ("columns", "rows")
@@ -193,11 +194,14 @@ def _with_eye(rest: torch.Tensor, n: int, *, first: bool) -> torch.Tensor:
     return torch.cat([eye, rest] if first else [rest, eye])
 
 
-def hidden_products(blocks: list[torch.Tensor]) -> Chain:
-    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one)."""
+def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> Chain:
+    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one); the
+    frames' C in ``ws`` (valid until its next use) if given."""
     chain = blocks[1:]
     framed = [_orthogonal_square(B) for B in chain]
-    prefixes = [scan.prefix_products(B, identity_first=f) for B, f in zip(chain, framed)]
+    frame_buffer = lambda b, B: get(ws, ("frame", b), (B.shape[0] + 1, *B.shape[1:]), B)  # noqa: E731
+    prefixes = [scan.prefix_products(B, identity_first=f, out=frame_buffer(b, B) if f else None)
+                for b, (B, f) in enumerate(zip(chain, framed))]
     inner = [P[1:] if f else P for P, f in zip(prefixes, framed)]  # W_j···W_a inside each block
     frames = [Frame(P) if f else None for P, f in zip(prefixes, framed)]
     below, carry = [], None

@@ -25,10 +25,11 @@ def _doubling(W: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _sequential(W: torch.Tensor, first: torch.Tensor | None) -> torch.Tensor:
+def _sequential(W: torch.Tensor, first: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
     """Inclusive prefix products of W (k, d, d) by k − 1 products into one buffer, after ``first`` if given."""
     lead = int(first is not None)
-    out = torch.empty(lead + W.shape[0], *W.shape[1:], dtype=W.dtype, device=W.device)
+    if out is None:
+        out = torch.empty(lead + W.shape[0], *W.shape[1:], dtype=W.dtype, device=W.device)
     if lead:
         out[0] = first
     out[lead] = W[0]
@@ -37,14 +38,17 @@ def _sequential(W: torch.Tensor, first: torch.Tensor | None) -> torch.Tensor:
     return out
 
 
-def prefix_products(W: torch.Tensor, *, identity_first: bool = False) -> torch.Tensor:
+def prefix_products(W: torch.Tensor, *, identity_first: bool = False,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
     """out[j] = W_j ··· W_1 W_0 for a stack W of shape (k, d, d); with ``identity_first`` the (k+1, d, d)
-    stack [I, W_0, W_1 W_0, …] instead (the empty product first)."""
+    stack [I, W_0, W_1 W_0, …] instead (the empty product first). Written into ``out`` when given."""
+    if out is not None and W.shape[-1] < WIDE:
+        return out.copy_(prefix_products(W, identity_first=identity_first))
     k, d = W.shape[0], W.shape[-1]
     lead, n = int(identity_first), -(-k // CHUNK)
     eye = torch.eye(d, dtype=W.dtype, device=W.device)
     if d >= WIDE:
-        return _sequential(W, eye if lead else None)
+        return _sequential(W, eye if lead else None, out)
     if k <= SHORT:
         out = _doubling(W)
         return torch.cat([eye[None], out]) if lead else out

@@ -86,23 +86,27 @@ def tangent_scale(xi: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.clamp((1 + torch.linalg.matrix_norm(xi) ** 2) / 2, min=1.0))
 
 
-def frame_product(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, C (k+1, d, d), A (d, d)."""
-    return (C[1:] @ A) @ C[:-1].mT
+def frame_product(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
+                  tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, C (k+1, d, d), A (d, d); into ``out`` via ``tmp`` if given."""
+    return torch.matmul(torch.matmul(C[1:], A, out=tmp), C[:-1].mT, out=out)
 
 
-def polar_in_frame(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+def polar_in_frame(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
+                   scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A = I + S (d, d) with S skew:
     C_j polar(A) C_{j−1}ᵀ.
 
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
     stack (Newton–Schulz: A is I + a tangent vector at I). Rounding in C (≈ Σ of its layers' deviations
     from orthogonality) would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
+    Written into ``out`` if given, with two (k, d, d) ``scratch`` buffers instead of fresh temporaries.
     """
-    X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))))
-    Y = X.mT @ X
+    tmp, x = scratch if scratch is not None else (None, None)
+    X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))), out=x, tmp=tmp)
+    Y = torch.matmul(X.mT, X, out=tmp)
     Y.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.5)
-    return X @ Y
+    return torch.matmul(X, Y, out=out)
 
 
 def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.Tensor:

@@ -29,6 +29,7 @@ from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_ma
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
 from orthoscale import init, losses, optim, stiefel  # noqa: E402
 from orthoscale.network import Architecture, layers  # noqa: E402
+from orthoscale.workspace import Workspace  # noqa: E402
 
 D0 = 784            # MNIST input dimension
 M_BIG = 60_000      # MNIST training-set size
@@ -104,11 +105,13 @@ def main() -> None:
                 opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")  # geoopt's step, for the check
                 opt_qr = optim.Optimizer(LR, retraction="qr")
 
+                ws = Workspace()
+
                 def fast():
-                    return fast_step(blocks, prob_big, arch, opt)
+                    return fast_step(blocks, prob_big, arch, opt, ws)
 
                 def fast_qr():
-                    return fast_step(blocks, prob_big, arch, opt_qr)
+                    return fast_step(blocks, prob_big, arch, opt_qr, ws)
 
                 def generic():
                     return optim.step(blocks, losses.generic(blocks, arch, prob_big, "squared").grads, arch, opt)

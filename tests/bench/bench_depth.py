@@ -30,6 +30,7 @@ from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten
                     parse_args)
 from orthoscale import data, init, loop, losses, optim, stiefel  # noqa: E402
 from orthoscale.network import Architecture, layers  # noqa: E402
+from orthoscale.workspace import Workspace  # noqa: E402
 
 LR = 0.1
 NOISE = 0.1
@@ -77,8 +78,10 @@ def main() -> None:
                 opt = optim.Optimizer(LR)
                 opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")
 
+                ws = Workspace()
+
                 def stacked():
-                    return fast_step(blocks, problem, arch, opt)
+                    return fast_step(blocks, problem, arch, opt, ws)
 
                 def per_layer():
                     return loop.step(Ws, loop.gradients(Ws, problem)[1], arch, opt)

@@ -11,6 +11,7 @@ from orthoscale import data, init, loop, losses, network, optim, rates, stiefel,
 from orthoscale.network import Architecture
 from orthoscale.optim import Optimizer
 from orthoscale.train import StopRules
+from orthoscale.workspace import Workspace
 
 F64 = torch.float64
 STEP_ARCHS = [((5, 6, 6, 6, 8, 8, 9), "columns", "last"), ((5, 6, 6, 6, 8, 8, 9), "columns", "first"),
@@ -66,6 +67,25 @@ def test_framed_step_equals_loop_step(retraction, orientation, gen):
         assert float((W - R).abs().max()) <= 1e-12
         assert float((W - W0).abs().max()) > 1e-6
     assert network.orthonormality_error(new, arch) <= 1e-12
+
+
+@pytest.mark.parametrize("retraction", ["polar", "qr"])
+def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, gen):
+    """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
+    (the caller's, then the workspace's two buffers in turn) is never written."""
+    arch = Architecture((70,) * 6, "first")  # a framed run of width ≥ scan.WIDE (sequential prefixes)
+    prob, blocks = problem_and_start(arch, gen(7), samples=80)
+    opt, ws = Optimizer(0.3, retraction=retraction), Workspace()
+    fresh, reused = blocks, blocks
+    for _ in range(4):
+        before = [B.clone() for B in reused]
+        ev_fresh, ev_ws = losses.squared_fast(fresh, prob), losses.squared_fast(reused, prob, ws)
+        assert ev_ws.frames[1] is not None and torch.equal(ev_ws.frames[1].C, ev_fresh.frames[1].C)
+        fresh = optim.step(fresh, ev_fresh.block_grads, arch, opt, ev_fresh.frames)
+        new = optim.step(reused, ev_ws.block_grads, arch, opt, ev_ws.frames, ws)
+        assert all(torch.equal(A, B) for A, B in zip(new, fresh))
+        assert all(torch.equal(A, B) for A, B in zip(reused, before))
+        reused = new
 
 
 @pytest.mark.parametrize("widths,orientation,free", STEP_ARCHS)
