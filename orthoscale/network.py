@@ -218,21 +218,25 @@ def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> 
 
 
 def _orthogonal_square(B: torch.Tensor) -> bool:
-    """k > 2 square layers, each orthogonal to rounding: max|WᵀWv − v| ≤ 16·eps·d for a fixed generic unit
-    vector v (the entries of WᵀW − I seen from a direction that no such matrix singles out; O(k d²))."""
+    """k > 2 square layers, each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤ 16·eps·d for
+    PROBES fixed generic unit vectors v (directions that no such matrix singles out); one (kd × d)·(d × PROBES)
+    product, O(k d²), instead of k Gram matrices."""
     k, d = B.shape[0], B.shape[-1]
     if k <= 2 or B.shape[-2] != d:
         return False
-    v = _probe(d, B.dtype, B.device)
-    lo, hi = torch.aminmax(B.mT @ (B @ v) - v)
+    U = (B.reshape(k * d, d) @ _probes(d, B.dtype, B.device)).view(k, d, PROBES)
+    lo, hi = torch.aminmax(U.square().sum(dim=1) - 1)
     return max(-float(lo), float(hi)) <= 16 * torch.finfo(B.dtype).eps * d
 
 
+PROBES = 4
+
+
 @functools.lru_cache(maxsize=64)
-def _probe(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A fixed unit vector (d, 1) of Gaussian direction (seed 0, drawn on the CPU)."""
-    v = torch.randn(d, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return (v / torch.linalg.vector_norm(v)).to(dtype=dtype, device=device)
+def _probes(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Fixed unit vectors as the columns of a (d, PROBES) matrix, Gaussian directions (seed 0, drawn on the CPU)."""
+    V = torch.randn(d, PROBES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (V / torch.linalg.vector_norm(V, dim=0)).to(dtype=dtype, device=device)
 
 
 def end_to_end(blocks: list[torch.Tensor]) -> torch.Tensor:

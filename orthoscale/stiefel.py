@@ -104,8 +104,7 @@ def polar_in_frame(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None
     """
     tmp, x = scratch if scratch is not None else (None, None)
     X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))), out=x, tmp=tmp)
-    Y = torch.matmul(X.mT, X, out=tmp)
-    Y.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.5)
+    Y = torch.baddbmm(eye_like(X), X.mT, X, beta=1.5, alpha=-0.5, out=tmp)  # (3I − XᵀX)/2 in one pass
     return torch.matmul(X, Y, out=out)
 
 

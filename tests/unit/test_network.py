@@ -202,8 +202,8 @@ def test_stack_inverts_layers(widths, orientation, free, gen):
 
 @pytest.mark.parametrize("d", [4, 70])
 def test_frame_needs_every_layer_orthogonal(d, gen):
-    """The orthogonality test of a run is a matrix–vector one: still one column of one layer scaled by
-    1 + 1e-9 (WᵀW − I with a single nonzero entry) is seen, and the run is not framed."""
+    """The orthogonality test of a run looks at ‖Wv‖ for a few fixed vectors only: still one column of one
+    layer scaled by 1 + 1e-9 (WᵀW − I with a single nonzero entry) is seen, and the run is not framed."""
     arch = Architecture((d,) * 12)
     blocks = init.random_blocks(arch, generator=gen(11))
     assert network.hidden_products(blocks).frames[0] is not None
