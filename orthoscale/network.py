@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import scan, stiefel
-from .workspace import Workspace, get
+from .workspace import Workspace
 
 FREE_LAYERS = ("first", "last", "none")
 ORIENTATIONS = ("columns", "rows")
@@ -199,8 +199,7 @@ def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> 
     frames' C in ``ws`` (valid until its next use) if given."""
     chain = blocks[1:]
     framed = [_orthogonal_square(B) for B in chain]
-    frame_buffer = lambda b, B: get(ws, ("frame", b), (B.shape[0] + 1, *B.shape[1:]), B)  # noqa: E731
-    prefixes = [scan.prefix_products(B, identity_first=f, out=frame_buffer(b, B) if f else None)
+    prefixes = [scan.prefix_products(B, identity_first=f, ws=ws if f else None, name=("frame", b))
                 for b, (B, f) in enumerate(zip(chain, framed))]
     inner = [P[1:] if f else P for P, f in zip(prefixes, framed)]  # W_j···W_a inside each block
     frames = [Frame(P) if f else None for P, f in zip(prefixes, framed)]
