@@ -52,10 +52,11 @@ def test_stacked_step_equals_loop_step(retraction, balance, widths, orientation,
 
 @pytest.mark.parametrize("retraction", stiefel.RETRACTIONS)
 @pytest.mark.parametrize("orientation", network.ORIENTATIONS)
-def test_framed_step_equals_loop_step(retraction, orientation, gen):
+@pytest.mark.parametrize("widths", [(7,) * 31, (5,) * 101])  # prefixes by doubling; chunked (k > scan.SHORT)
+def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
     """A deep orthogonal run updated in its frame (polar: one polar factor; qr: qr(C_j A C_{j−1}ᵀ)) or,
     for the other retractions, from the frame's gradient: every layer within 1e-12 of the per-layer loop."""
-    arch = Architecture((7,) * 31, "first", orientation)
+    arch = Architecture(widths, "first", orientation)
     prob, blocks = problem_and_start(arch, gen(6))
     ev = losses.squared_fast(blocks, prob)
     assert ev.frames[1] is not None
@@ -70,10 +71,11 @@ def test_framed_step_equals_loop_step(retraction, orientation, gen):
 
 
 @pytest.mark.parametrize("retraction", ["polar", "qr"])
-def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, gen):
+@pytest.mark.parametrize("widths", [(70,) * 6, (5,) * 101])  # framed runs: sequential and chunked prefixes
+def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, gen):
     """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
     (the caller's, then the workspace's two buffers in turn) is never written."""
-    arch = Architecture((70,) * 6, "first")  # a framed run of width ≥ scan.WIDE (sequential prefixes)
+    arch = Architecture(widths, "first")
     prob, blocks = problem_and_start(arch, gen(7), samples=80)
     opt, ws = Optimizer(0.3, retraction=retraction), Workspace()
     fresh, reused = blocks, blocks
