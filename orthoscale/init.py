@@ -25,7 +25,7 @@ def _gaussian(shape, generator, dtype, device):
 def _orthonormal_stack(arch: Architecture, count: int, rows: int, cols: int, generator, dtype, device):
     n, p = (rows, cols) if arch.orientation == "columns" else (cols, rows)
     Q = stiefel.random_point(n, p, count, generator=generator, dtype=dtype, device=device)
-    return to_tall(Q, arch)
+    return to_tall(Q, arch).contiguous()  # row-major like every later iterate (QR's Q is column-major)
 
 
 def random_blocks(arch: Architecture, *, scale: float = 1.0, generator: torch.Generator,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .data import Problem
 from .network import Architecture, Frame, check_choice, end_to_end, forward, hidden_products
+from .workspace import Workspace
 
 LOSSES = {  # ℓ(f(X), Y) averaged over the m samples (columns)
     "squared": lambda out, Y: 0.5 * ((out - Y) ** 2).sum() / Y.shape[1],
@@ -45,10 +46,10 @@ class Evaluation:
         return all(bool(torch.isfinite(x).all()) for x in parts)
 
 
-def squared_fast(blocks: list[torch.Tensor], problem: Problem) -> Evaluation:
-    """Squared loss and its gradients from the second moments (linear networks only)."""
+def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | None = None) -> Evaluation:
+    """Squared loss and its gradients from the second moments (linear networks only); frames in ``ws``."""
     mom = problem.moments
-    chain = hidden_products(blocks)
+    chain = hidden_products(blocks, ws)
     W1 = blocks[0][0]
     P = chain.top @ W1
     D = P - mom.p_star
@@ -87,8 +88,8 @@ def resolve_path(arch: Architecture, loss: str, path: str) -> str:
 
 
 def evaluate(blocks: list[torch.Tensor], arch: Architecture, problem: Problem, loss: str = "squared",
-             path: str = "fast") -> Evaluation:
-    """Dispatch to a resolved path ('fast' or 'generic')."""
+             path: str = "fast", ws: Workspace | None = None) -> Evaluation:
+    """Dispatch to a resolved path ('fast' or 'generic'); ``ws`` as in :func:`squared_fast`."""
     if path == "fast":
-        return squared_fast(blocks, problem)
+        return squared_fast(blocks, problem, ws)
     return generic(blocks, arch, problem, loss)

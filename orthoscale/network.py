@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import scan, stiefel
+from .workspace import Workspace
 
 FREE_LAYERS = ("first", "last", "none")
 ORIENTATIONS = ("columns", "rows")
@@ -139,7 +140,7 @@ class Frame:
 
     def gradient(self) -> torch.Tensor:
         """(k, d, d): G_i = C_j M C_{j−1}ᵀ."""
-        return (self.C[1:] @ self.M) @ self.C[:-1].mT
+        return stiefel.frame_product(self.C, self.M)
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,13 @@ def _with_eye(rest: torch.Tensor, n: int, *, first: bool) -> torch.Tensor:
     return torch.cat([eye, rest] if first else [rest, eye])
 
 
-def hidden_products(blocks: list[torch.Tensor]) -> Chain:
-    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one)."""
+def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> Chain:
+    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one); the
+    frames' C in ``ws`` (valid until its next use) if given."""
     chain = blocks[1:]
     framed = [_orthogonal_square(B) for B in chain]
-    prefixes = [scan.prefix_products(B, identity_first=f) for B, f in zip(chain, framed)]
+    prefixes = [scan.prefix_products(B, identity_first=f, ws=ws if f else None, name=("frame", b))
+                for b, (B, f) in enumerate(zip(chain, framed))]
     inner = [P[1:] if f else P for P, f in zip(prefixes, framed)]  # W_j···W_a inside each block
     frames = [Frame(P) if f else None for P, f in zip(prefixes, framed)]
     below, carry = [], None
@@ -215,14 +218,25 @@ def hidden_products(blocks: list[torch.Tensor]) -> Chain:
 
 
 def _orthogonal_square(B: torch.Tensor) -> bool:
-    """k > 2 square layers, each orthogonal to rounding: max|WᵀW − I| ≤ 16·eps·d."""
+    """k > 2 square layers, each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤ 16·eps·d for
+    PROBES fixed generic unit vectors v (directions that no such matrix singles out); one (kd × d)·(d × PROBES)
+    product, O(k d²), instead of k Gram matrices."""
     k, d = B.shape[0], B.shape[-1]
     if k <= 2 or B.shape[-2] != d:
         return False
-    E = B.mT @ B
-    E.diagonal(dim1=-2, dim2=-1).sub_(1)
-    lo, hi = torch.aminmax(E)
+    U = (B.reshape(k * d, d) @ _probes(d, B.dtype, B.device)).view(k, d, PROBES)
+    lo, hi = torch.aminmax(U.square().sum(dim=1) - 1)
     return max(-float(lo), float(hi)) <= 16 * torch.finfo(B.dtype).eps * d
+
+
+PROBES = 4
+
+
+@functools.lru_cache(maxsize=64)
+def _probes(d: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Fixed unit vectors as the columns of a (d, PROBES) matrix, Gaussian directions (seed 0, drawn on the CPU)."""
+    V = torch.randn(d, PROBES, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (V / torch.linalg.vector_norm(V, dim=0)).to(dtype=dtype, device=device)
 
 
 def end_to_end(blocks: list[torch.Tensor]) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 
 from . import stiefel
 from .network import Architecture, Frame, check_choice, to_tall
+from .workspace import Workspace
 
 METHODS = ("rgd", "gd")
 BALANCES = ("spectral", "frobenius", "none")
@@ -43,14 +44,16 @@ def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
 
 
 def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture, opt: Optimizer,
-         frames: list[Frame | None] | None = None) -> list[torch.Tensor]:
+         frames: list[Frame | None] | None = None, ws: Workspace | None = None) -> list[torch.Tensor]:
     """The next iterate; every block is updated from the same (blocks, grads).
 
     ``grads`` and ``frames`` as in losses.Evaluation (block_grads may be None where a frame holds it).
     ``frames`` (losses.Evaluation.frames) hold the gradient of an orthogonal square block as
-    G_i = C_j M C_{j−1}ᵀ with W_i = C_j C_{j−1}ᵀ; then P_W(G_i) = C_j skew(M) C_{j−1}ᵀ and the polar
-    retraction is C_j polar(I − (μ/s²) skew M) C_{j−1}ᵀ — the same step without a per-layer projection
-    or Newton–Schulz loop over the stack.
+    G_i = C_j M C_{j−1}ᵀ with W_i = C_j C_{j−1}ᵀ; then P_W(G_i) = C_j skew(M) C_{j−1}ᵀ, W_i + ξ_i =
+    C_j A C_{j−1}ᵀ with A = I − (μ/s²) skew M, and the polar retraction is C_j polar(A) C_{j−1}ᵀ — the
+    same step without a per-layer projection or Newton–Schulz loop over the stack (QR: qr(C_j A C_{j−1}ᵀ)).
+    With ``ws``, a framed polar update is written into it (valid until the step after next: two buffers
+    alternate) and its temporaries reuse it.
     """
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()  # noqa: E731
@@ -60,13 +63,19 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     lr_orth = opt.lr / balance(free, opt.balance)
     out = []
-    for B, G, b, F in zip(blocks, grads, layout, frames):
+    for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
         if not b.constrained:
             out.append(B - opt.lr * full(G, F))
             continue
-        if F is not None and opt.retraction == "polar":
+        if F is not None and opt.retraction in ("polar", "qr"):
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
-            out.append(stiefel.polar_in_frame(F.C, eye - lr_orth * (F.M - F.M.mT) / 2))
+            A = eye - lr_orth * (F.M - F.M.mT) / 2
+            if opt.retraction == "polar":
+                scratch = (ws.buffer(("tmp", n), B.shape, B), ws.buffer(("x", n), B.shape, B)) if ws else None
+                out.append(stiefel.polar_in_frame(F.C, A, out=ws.other(("next", n), B) if ws else None,
+                                                  scratch=scratch))
+            else:  # W + ξ = C_j A C_{j−1}ᵀ: neither the gradient nor its projection is formed
+                out.append(to_tall(stiefel.qr_q(to_tall(stiefel.frame_product(F.C, A), arch)), arch))
             continue
         G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)

@@ -59,8 +59,8 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
                         max_iter: int = 40, tol: float | None = None) -> torch.Tensor:
     """Polar factor of A by Newton–Schulz: X ← X (3I − XᵀX)/2, matmul only.
 
-    X₀ = A / c with c ≥ σ_max(A) (``bound``, default ‖A‖_F) puts every singular value in (0, 1],
-    where the iteration increases them monotonically to 1, quadratically at the end. Matrices
+    X₀ = A / c with c ≥ σ_max(A)/√2 (``bound``, default ‖A‖_F) puts every singular value in (0, √2],
+    from where the iteration converges to 1, quadratically at the end. Matrices
     whose error max|XᵀX − I| is still above ``tol`` after ``max_iter`` are redone by :func:`polar_svd`.
     """
     tol = tol if tol is not None else 2 * math.sqrt(torch.finfo(A.dtype).eps)
@@ -80,23 +80,38 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
     return X
 
 
-def polar_in_frame(C: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A (d, d): C_j polar(A) C_{j−1}ᵀ.
+def tangent_scale(xi: torch.Tensor) -> torch.Tensor:
+    """c with σ_max(W + ξ)/c ≤ √2 for ξ tangent at W: σ(W + ξ)² = 1 + σ(ξ)² ≤ 1 + ‖ξ‖_F², so
+    c² = max(1, (1 + ‖ξ‖_F²)/2) — no scaling (singular values in [1, √2)) while ‖ξ‖_F ≤ 1."""
+    return torch.sqrt(torch.clamp((1 + torch.linalg.matrix_norm(xi) ** 2) / 2, min=1.0))
+
+
+def frame_product(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
+                  tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, C (k+1, d, d), A (d, d); into ``out`` via ``tmp`` if given."""
+    return torch.matmul(torch.matmul(C[1:], A, out=tmp), C[:-1].mT, out=out)
+
+
+def polar_in_frame(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
+                   scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A = I + S (d, d) with S skew:
+    C_j polar(A) C_{j−1}ᵀ.
 
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
-    stack. Rounding in C (≈ Σ of its layers' deviations from orthogonality) would grow step after step;
-    one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
+    stack (Newton–Schulz: A is I + a tangent vector at I). Rounding in C (≈ Σ of its layers' deviations
+    from orthogonality) would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
+    Written into ``out`` if given, with two (k, d, d) ``scratch`` buffers instead of fresh temporaries.
     """
-    X = (C[1:] @ polar_svd(A)) @ C[:-1].mT
-    Y = X.mT @ X
-    Y.mul_(-0.5).diagonal(dim1=-2, dim2=-1).add_(1.5)
-    return X @ Y
+    tmp, x = scratch if scratch is not None else (None, None)
+    X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))), out=x, tmp=tmp)
+    Y = torch.baddbmm(eye_like(X), X.mT, X, beta=1.5, alpha=-0.5, out=tmp)  # (3I − XᵀX)/2 in one pass
+    return torch.matmul(X, Y, out=out)
 
 
 def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.Tensor:
     """Retr_W(ξ) for a tangent ξ at W, by ``method`` ∈ RETRACTIONS."""
-    if method == "polar":  # σ(W + ξ)² = 1 + σ(ξ)² for tangent ξ, so √(1 + ‖ξ‖_F²) bounds σ_max
-        return polar_newton_schulz(W + xi, torch.sqrt(1 + torch.linalg.matrix_norm(xi) ** 2))
+    if method == "polar":
+        return polar_newton_schulz(W + xi, tangent_scale(xi))
     if method == "polar_svd":
         return polar_svd(W + xi)
     if method == "qr":

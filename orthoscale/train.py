@@ -22,6 +22,7 @@ from .data import Problem
 from .losses import evaluate, resolve_path
 from .network import Architecture, check_blocks, orthonormality_error
 from .optim import Optimizer, step
+from .workspace import Workspace
 
 OUTCOMES = ("converged", "diverged", "stalled", "budget", "pruned")
 
@@ -73,8 +74,9 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
     target = problem.target
     target_norm = float(torch.linalg.matrix_norm(target)) if target is not None else None
     reference, best = None, []
+    ws = Workspace()  # this loop owns the iterates: large buffers are reused, not reallocated, every step
     for t in range(stop.max_iters + 1):
-        ev = evaluate(blocks, arch, problem, loss, path)
+        ev = evaluate(blocks, arch, problem, loss, path, ws)
         value, excess = float(ev.loss), float(ev.excess)
         if reference is None:
             reference = problem.moments.loss_zero - float(ev.loss - ev.excess) if loss == "squared" else excess
@@ -102,7 +104,7 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
             traj.outcome, traj.reason = "pruned", f"stopped by the caller at step {t}"
         else:
             try:
-                blocks = step(blocks, ev.block_grads, arch, opt, ev.frames)
+                blocks = step(blocks, ev.block_grads, arch, opt, ev.frames, ws)
                 continue
             except torch.linalg.LinAlgError as err:  # a retraction of a huge or non-finite step
                 traj.outcome, traj.reason = "diverged", f"retraction failed at step {t}: {err}"

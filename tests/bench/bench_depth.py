@@ -32,6 +32,7 @@ from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten
 from orthoscale import data, init, losses, optim, stiefel  # noqa: E402
 from tests import loop  # noqa: E402
 from orthoscale.network import Architecture, layers  # noqa: E402
+from orthoscale.workspace import Workspace  # noqa: E402
 
 LR = 0.1
 NOISE = 0.1
@@ -50,6 +51,16 @@ def setup(d: int, N: int, dtype: torch.dtype, seed: int):
     return arch, problem, blocks
 
 
+def one_thread(fn):
+    """fn() under torch.set_num_threads(1), the thread count restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(n)
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument(
         "--profile", action="store_true", help="also print a torch.profiler table of the largest stacked step"))
@@ -63,9 +74,9 @@ def main() -> None:
           f"after warm-up, all from the same iterate\n", flush=True)
     load = CpuLoad()
 
-    cols = ("dtype", "d", "N", "stacked ms", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
+    cols = ("dtype", "d", "N", "stacked ms", "1 thread", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
             "geoopt ms", "geo/stacked", "chk loop", "chk geo")
-    widths = (5, 3, 5, 10, 5, 9, 7, 9, 12, 9, 11, 11, 11)
+    widths = (5, 3, 5, 10, 8, 5, 9, 7, 9, 12, 9, 11, 11, 11)
     line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
     print(line(cols))
     print(line(["-" * w for w in widths]), flush=True)
@@ -79,8 +90,10 @@ def main() -> None:
                 opt = optim.Optimizer(LR)
                 opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")
 
+                ws = Workspace()
+
                 def stacked():
-                    return fast_step(blocks, problem, arch, opt)
+                    return fast_step(blocks, problem, arch, opt, ws)
 
                 def per_layer():
                     return loop.step(Ws, loop.gradients(Ws, problem)[1], arch, opt)
@@ -99,13 +112,15 @@ def main() -> None:
                 n_ops = count_aten_ops(stacked)
 
                 tm_st = median_time(stacked, warmup=3, min_reps=min_reps, max_reps=500, budget_s=budget)
+                tm_st1 = one_thread(lambda: median_time(stacked, warmup=1, min_reps=min_reps, max_reps=500,
+                                                        budget_s=budget))
                 tm_loop = median_time(per_layer, warmup=1, min_reps=min_reps, max_reps=200, budget_s=budget)
                 tm_geo = median_time(lambda: geo.step(loss), setup=lambda: geo.load(Ws), warmup=1,
                                      min_reps=min_reps, max_reps=200, budget_s=budget)
                 t_st, t_loop, t_geo = tm_st.seconds, tm_loop.seconds, tm_geo.seconds
-                clean = tm_st.clean and tm_loop.clean and tm_geo.clean
+                clean = tm_st.clean and tm_st1.clean and tm_loop.clean and tm_geo.clean
                 rows.append(dict(dtype=name, d=d, N=N, st=t_st, loop=t_loop / t_st, geo=t_geo / t_st))
-                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), n_it, n_ops, f"{tm_st.faults:.0f}",
+                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), fmt_ms(tm_st1.seconds), n_it, n_ops, f"{tm_st.faults:.0f}",
                             fmt_ms(t_loop),
                             fmt_ratio(t_loop / t_st), fmt_ms(t_geo), fmt_ratio(t_geo / t_st),
                             fmt_check(diff_loop, dtype), fmt_check(diff_geo, dtype))), flush=True)
@@ -115,6 +130,8 @@ def main() -> None:
     print("geoopt: RiemannianSGD, Stiefel(canonical=False) per layer, loss through the second moments by autograd")
     print("  (QR retraction, no s² balancing). NS it: Newton–Schulz iterations a per-layer polar retraction takes")
     print("  here (the framed update needs one d×d polar factor and one Newton–Schulz step);")
+    print("  1 thread: the stacked step again under torch.set_num_threads(1) (a narrow step's kernels are small:")
+    print("  where other processes hold the cores, every parallel region waits for a descheduled peer);")
     print("  ATen/step: ATen operator calls of one stacked step (views included); pf/step: minor page faults per")
     print("  stacked step (fresh pages the allocator got from the kernel).")
     print("chk loop: max |Δ| of the layers after one step, stacked vs loop (same algorithm); chk geo: geoopt vs")

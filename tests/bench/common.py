@@ -20,6 +20,7 @@ import torch
 from orthoscale import losses, optim, scan, stiefel
 from orthoscale.data import Problem, second_moments
 from orthoscale.network import Architecture, hidden_products
+from orthoscale.workspace import Workspace
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 
@@ -354,9 +355,8 @@ def ns_iterations(V: torch.Tensor, xi: torch.Tensor) -> int:
     """Newton–Schulz iterations that stiefel.retract(V, xi, 'polar') runs (mirrors its stopping rule;
     the batch runs until its slowest matrix converges). Used only to count flops."""
     A = V + xi
-    bound = torch.sqrt(1 + torch.linalg.matrix_norm(xi) ** 2)
     tol = 2 * math.sqrt(torch.finfo(A.dtype).eps)
-    X = A / bound[..., None, None]
+    X = A / stiefel.tangent_scale(xi)[..., None, None]
     I = stiefel.eye_like(X)
     for it in range(1, 41):
         E = X.mT @ X - I
@@ -391,11 +391,12 @@ def counted_matmul_flops(fn: Callable[[], object]) -> int:
     return int(fc.get_total_flops())
 
 
-def fast_step(blocks: list[torch.Tensor], problem: Problem, arch: Architecture,
-              opt: optim.Optimizer) -> list[torch.Tensor]:
-    """One RGD step as train.train takes it on the fast path: gradients with their frames, then the update."""
-    ev = losses.squared_fast(blocks, problem)
-    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+def fast_step(blocks: list[torch.Tensor], problem: Problem, arch: Architecture, opt: optim.Optimizer,
+              ws: Workspace | None = None) -> list[torch.Tensor]:
+    """One RGD step as train.train takes it on the fast path: gradients with their frames, then the update,
+    reusing the buffers of ``ws`` (train.train keeps one per run)."""
+    ev = losses.squared_fast(blocks, problem, ws)
+    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames, ws)
 
 
 # ---------------------------------------------------------------------------------------------- breakdown
@@ -405,7 +406,7 @@ def breakdown(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], 
 
     Layout assumed: blocks[0] the free first layer, blocks[1] the stack of orthonormal layers.
     """
-    opt = optim.Optimizer(lr)
+    opt, ws = optim.Optimizer(lr), Workspace()
     ev = losses.squared_fast(blocks, problem)
     V, G, W1 = blocks[1], ev.grads[1], blocks[0][0]
     xi = -(lr / optim.balance(W1, "spectral")) * stiefel.project(V, G)
@@ -418,7 +419,7 @@ def breakdown(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], 
         ("  per layer instead: stiefel.project", lambda: stiefel.project(V, G)),
         (f"  per layer instead: retract polar ({ns_iterations(V, xi)} NS it)",
          lambda: stiefel.retract(V, xi, "polar")),
-        ("full step (gradient + update)", lambda: fast_step(blocks, problem, arch, opt)),
+        ("full step (gradient + update)", lambda: fast_step(blocks, problem, arch, opt, ws)),
     ]
     results = [(name, median_time(fn, warmup=2, min_reps=min_reps, max_reps=500, budget_s=budget),
                 count_aten_ops(fn)) for name, fn in phases]

@@ -2,6 +2,7 @@
 per-step time of the RGD step on the GPU against the CPU, side by side.
 
 Run: .venv/bin/python tests/gpu/gpu_trial.py   (fails loudly when no GPU is visible)
+     .venv/bin/python tests/gpu/gpu_trial.py --dry   (no GPU needed: the same code on the CPU, small sizes)
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from orthoscale import data, init, losses, optim  # noqa: E402
 from orthoscale.network import Architecture  # noqa: E402
+from orthoscale.workspace import Workspace  # noqa: E402
 from orthoscale.study.compose import plan  # noqa: E402
 from orthoscale.study.trial import run_trial  # noqa: E402
 
 
-def rgd_step(blocks, prob, arch, opt):
-    """One step as train.train takes it: gradients with their frames, then the update."""
-    ev = losses.squared_fast(blocks, prob)
-    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+def rgd_step(blocks, prob, arch, opt, ws):
+    """One step as train.train takes it: gradients with their frames, then the update, buffers reused."""
+    ev = losses.squared_fast(blocks, prob, ws)
+    return optim.step(blocks, ev.block_grads, arch, opt, ev.frames, ws)
 
 
 def step_time(device: str, dtype, depth: int, width: int, reps: int = 50) -> float:
@@ -30,20 +32,31 @@ def step_time(device: str, dtype, depth: int, width: int, reps: int = 50) -> flo
     g = torch.Generator().manual_seed(0)
     prob = data.teacher_student(arch, samples=width, generator=g, dtype=dtype, device=device)
     blocks = [B.to(device) for B in init.random_blocks(arch, generator=g, dtype=dtype)]
-    opt = optim.Optimizer(0.01)
+    opt, ws = optim.Optimizer(0.01), Workspace()
     for _ in range(5):
-        blocks = rgd_step(blocks, prob, arch, opt)
+        blocks = rgd_step(blocks, prob, arch, opt, ws)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(reps):
-        blocks = rgd_step(blocks, prob, arch, opt)
+        blocks = rgd_step(blocks, prob, arch, opt, ws)
     if device == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / reps
 
 
+def dry_run() -> int:
+    """The timing code on the CPU alone, at small sizes: a check of this script where no GPU is lent."""
+    for depth, width in ((16, 64), (8, 128)):
+        for dtype in (torch.float32, torch.float64):
+            print(f"dry, cpu only: N={depth} d={width} {str(dtype)[6:]}: "
+                  f"{1e3 * step_time('cpu', dtype, depth, width, reps=2):.2f} ms/step")
+    return 0
+
+
 def main() -> int:
+    if "--dry" in sys.argv[1:]:
+        return dry_run()
     if not torch.cuda.is_available():
         print("no CUDA device visible: this script is for GPU machines", file=sys.stderr)
         return 1

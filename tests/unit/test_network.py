@@ -198,3 +198,16 @@ def test_stack_inverts_layers(widths, orientation, free, gen):
     blocks = init.random_blocks(arch, generator=gen(7))
     again = network.stack(network.layers(blocks), arch)
     assert len(again) == len(blocks) and all(torch.equal(a, b) for a, b in zip(again, blocks))
+
+
+@pytest.mark.parametrize("d", [4, 70])
+def test_frame_needs_every_layer_orthogonal(d, gen):
+    """The orthogonality test of a run looks at ‖Wv‖ for a few fixed vectors only: still one column of one
+    layer scaled by 1 + 1e-9 (WᵀW − I with a single nonzero entry) is seen, and the run is not framed."""
+    arch = Architecture((d,) * 12)
+    blocks = init.random_blocks(arch, generator=gen(11))
+    assert network.hidden_products(blocks).frames[0] is not None
+    for layer in (0, 5, 9):
+        off = [B.clone() for B in blocks]
+        off[1][layer][:, d // 2] *= 1 + 1e-9
+        assert network.hidden_products(off).frames[0] is None

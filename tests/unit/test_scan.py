@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from orthoscale import scan, stiefel
+from orthoscale.workspace import Workspace
 
 KS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 31, 33, 64, 100, 255, 256, 257, 1024, 1025]
 D = 3
@@ -78,3 +79,27 @@ def test_float32_stack(gen):
     assert scan.prefix_products(W).dtype == torch.float32
     assert float((scan.prefix_products(W).double() - ref).abs().max()) <= 1e-4
     assert float((scan.total_product(W).double() - ref[-1]).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 9])
+def test_wide_stacks_are_chained_sequentially(k, gen):
+    """From width scan.WIDE on, prefixes are the naive chain itself: bit-identical, with and without I first."""
+    W = near_orthogonal(k, gen(k), d=scan.WIDE)
+    assert torch.equal(scan.prefix_products(W), naive_prefix(W))
+    assert torch.equal(scan.suffix_products(W), naive_suffix(W))
+    with_eye = scan.prefix_products(W, identity_first=True)
+    assert torch.equal(with_eye[0], torch.eye(scan.WIDE, dtype=W.dtype)) and torch.equal(with_eye[1:], naive_prefix(W))
+
+
+@pytest.mark.parametrize("k", [scan.SHORT - 1, scan.SHORT, scan.SHORT + 1, 100, 1023, 1024])
+def test_identity_first_in_a_workspace(k, gen):
+    """Narrow stacks longer than scan.SHORT (chunked, identities in front): [I, prefixes] to 1e-12, exact on
+    signed permutations, the same when a Workspace's buffers are reused for another stack."""
+    ws = Workspace()
+    for seed in (k, k + 1):
+        W = near_orthogonal(k, gen(seed))
+        got = scan.prefix_products(W, identity_first=True, ws=ws)
+        assert got.shape == (k + 1, D, D) and torch.equal(got[0], torch.eye(D, dtype=W.dtype))
+        assert float((got[1:] - naive_prefix(W)).abs().max()) <= 1e-12
+    P = signed_permutations(k, gen(k + 2))
+    assert torch.equal(scan.prefix_products(P, identity_first=True, ws=ws)[1:], naive_prefix(P))

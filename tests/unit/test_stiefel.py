@@ -195,6 +195,17 @@ def test_polar_retraction_equals_svd_polar(batch, n, p, scale, gen):
     assert float((stiefel.retract(W, xi, "polar_svd") - stiefel.polar_svd(W + xi)).abs().max()) <= 1e-14
 
 
+@pytest.mark.parametrize("batch,n,p", SHAPES)
+@pytest.mark.parametrize("scale", [1e-2, 0.9, 1.1, 20.0])
+def test_tangent_scale_keeps_singular_values_below_root_two(batch, n, p, scale, gen):
+    """σ_max(W + ξ)/c ≤ √2 (Newton–Schulz converges below √3), and c = 1 (no scaling) while ‖ξ‖_F ≤ 1."""
+    W, xi = point_and_tangent(batch, n, p, gen(20), F64, scale)
+    c = stiefel.tangent_scale(xi)
+    assert c.shape == xi.shape[:-2]
+    assert bool((torch.linalg.matrix_norm(W + xi, ord=2) / c <= 2 ** 0.5 + 1e-12).all())
+    assert bool((c == 1).all()) == (scale <= 1)
+
+
 @pytest.mark.parametrize("scale", [1e-3, 0.3, 5.0])
 def test_polar_in_frame_equals_the_polar_retraction_of_every_layer(scale, gen):
     """W_j = C_j C_{j−1}ᵀ and ξ_j = −C_j Ω C_{j−1}ᵀ (Ω skew, the form of a tangent vector in the frame):

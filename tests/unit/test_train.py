@@ -12,6 +12,7 @@ from tests import loop
 from orthoscale.network import Architecture
 from orthoscale.optim import Optimizer
 from orthoscale.train import StopRules
+from orthoscale.workspace import Workspace
 
 F64 = torch.float64
 STEP_ARCHS = [((5, 6, 6, 6, 8, 8, 9), "columns", "last"), ((5, 6, 6, 6, 8, 8, 9), "columns", "first"),
@@ -48,6 +49,46 @@ def test_stacked_step_equals_loop_step(retraction, balance, widths, orientation,
         assert float((W - R).abs().max()) <= 1e-12
         assert float((W - W0).abs().max()) > 1e-6  # every layer moved
     assert network.orthonormality_error(new, arch) <= 1e-12
+
+
+@pytest.mark.parametrize("retraction", stiefel.RETRACTIONS)
+@pytest.mark.parametrize("orientation", network.ORIENTATIONS)
+@pytest.mark.parametrize("widths", [(7,) * 31, (5,) * 101])  # prefixes by doubling; chunked (k > scan.SHORT)
+def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
+    """A deep orthogonal run updated in its frame (polar: one polar factor; qr: qr(C_j A C_{j−1}ᵀ)) or,
+    for the other retractions, from the frame's gradient: every layer within 1e-12 of the per-layer loop."""
+    arch = Architecture(widths, "first", orientation)
+    prob, blocks = problem_and_start(arch, gen(6))
+    ev = losses.squared_fast(blocks, prob)
+    assert ev.frames[1] is not None
+    opt = Optimizer(0.3, retraction=retraction)
+    new = optim.step(blocks, ev.block_grads, arch, opt, ev.frames)
+    Ws = network.layers(blocks)
+    ref = loop.step(Ws, loop.gradients(Ws, prob)[1], arch, opt)
+    for W, R, W0 in zip(network.layers(new), ref, Ws):
+        assert float((W - R).abs().max()) <= 1e-12
+        assert float((W - W0).abs().max()) > 1e-6
+    assert network.orthonormality_error(new, arch) <= 1e-12
+
+
+@pytest.mark.parametrize("retraction", ["polar", "qr"])
+@pytest.mark.parametrize("widths", [(70,) * 6, (5,) * 101])  # framed runs: sequential and chunked prefixes
+def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, gen):
+    """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
+    (the caller's, then the workspace's two buffers in turn) is never written."""
+    arch = Architecture(widths, "first")
+    prob, blocks = problem_and_start(arch, gen(7), samples=80)
+    opt, ws = Optimizer(0.3, retraction=retraction), Workspace()
+    fresh, reused = blocks, blocks
+    for _ in range(4):
+        before = [B.clone() for B in reused]
+        ev_fresh, ev_ws = losses.squared_fast(fresh, prob), losses.squared_fast(reused, prob, ws)
+        assert ev_ws.frames[1] is not None and torch.equal(ev_ws.frames[1].C, ev_fresh.frames[1].C)
+        fresh = optim.step(fresh, ev_fresh.block_grads, arch, opt, ev_fresh.frames)
+        new = optim.step(reused, ev_ws.block_grads, arch, opt, ev_ws.frames, ws)
+        assert all(torch.equal(A, B) for A, B in zip(new, fresh))
+        assert all(torch.equal(A, B) for A, B in zip(reused, before))
+        reused = new
 
 
 @pytest.mark.parametrize("widths,orientation,free", STEP_ARCHS)

@@ -1,0 +1,36 @@
+"""Buffers kept from one step to the next, so that a long run allocates its large temporaries once.
+
+A stack of N d×d layers is (N, d, d); above a few tens of MiB every fresh one is new pages from the
+kernel (page faults, zeroing) on every step. A :class:`Workspace` hands out named buffers instead: the
+same name gives the same storage again. Whatever is written into a workspace is overwritten when the
+same name is asked for again, so only the owner of the loop (train.train) passes one; every function
+that takes ``ws`` works without it, on fresh tensors, with bit-identical results.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Workspace:
+    """Named buffers; a name's buffer is reallocated only when its shape, dtype or device changes."""
+
+    def __init__(self):
+        self._buffers: dict[object, torch.Tensor] = {}
+
+    def buffer(self, name: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """The buffer ``name`` of ``shape``, with ``like``'s dtype and device (contents undefined)."""
+        B = self._buffers.get(name)
+        if B is None or B.shape != shape or B.dtype != like.dtype or B.device != like.device:
+            B = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return B
+
+    def other(self, name: object, like: torch.Tensor) -> torch.Tensor:
+        """One of the two buffers ``name`` shaped like ``like`` that is not ``like`` itself: the next
+        iterate is written there while the current one (in the other buffer, or the caller's) is read."""
+        first = self.buffer((name, 0), tuple(like.shape), like)
+        return self.buffer((name, 1), tuple(like.shape), like) if first.data_ptr() == like.data_ptr() else first
+
+
+def get(ws: Workspace | None, name: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+    """``ws.buffer(name, shape, like)``, or None (a fresh tensor) without a workspace."""
+    return None if ws is None else ws.buffer(name, shape, like)
