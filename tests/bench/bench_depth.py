@@ -120,8 +120,8 @@ def main() -> None:
                 t_st, t_loop, t_geo = tm_st.seconds, tm_loop.seconds, tm_geo.seconds
                 clean = tm_st.clean and tm_st1.clean and tm_loop.clean and tm_geo.clean
                 rows.append(dict(dtype=name, d=d, N=N, st=t_st, loop=t_loop / t_st, geo=t_geo / t_st))
-                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), fmt_ms(tm_st1.seconds), n_it, n_ops, f"{tm_st.faults:.0f}",
-                            fmt_ms(t_loop),
+                print(line((name + ("" if clean else "*"), d, N, fmt_ms(t_st), fmt_ms(tm_st1.seconds), n_it, n_ops,
+                            f"{tm_st.faults:.0f}", fmt_ms(t_loop),
                             fmt_ratio(t_loop / t_st), fmt_ms(t_geo), fmt_ratio(t_geo / t_st),
                             fmt_check(diff_loop, dtype), fmt_check(diff_geo, dtype))), flush=True)
 
