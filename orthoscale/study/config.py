@@ -195,7 +195,7 @@ def _check_value(key: str, value, tp, meta: dict):
 
 def _build(cls, raw: dict, prefix: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}={_fmt(raw)}: must be a mapping")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}={_fmt(raw)}: must be a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
