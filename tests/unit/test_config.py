@@ -100,7 +100,8 @@ def test_a_choice_outside_its_options_lists_them():
     ((("search.lr_min", 1.0), ("search.lr_max", 0.5)), "search.lr_min=1.0: must be < search.lr_max=0.5"),
     ((("search.lr_min", 0.5), ("search.lr_max", 0.5)), "search.lr_min=0.5: must be < search.lr_max=0.5"),
     ((("data.samples", 8),), "data.samples=8: must be ≥ data.input_dim=16"),
-    ((("model.width", 32),), "model.depth=8, model.width=32: layer"),  # 16×32 cannot have orthonormal columns
+    ((("model.width", 32),), "model.depth=8, model.width=32, data.input_dim=16, data.output_dim=16: layer 8"),
+    ((("data.kind", "mnist"),), "model.depth=8, model.width=16, data.kind='mnist': layer 8"),  # 10 classes < 16
     ((("data.kind", "mnist"), ("model.width", 10)), "model.init='teacher_perturbed': needs a teacher"),
     ((("model.init", "spectral"), ("model.free_layer", "none")), "model.init='spectral': needs a free layer"),
     ((("tracking.uri", "ftp://host/x"),), "tracking.uri='ftp://host/x': MLflow cannot use 'ftp'"),
