@@ -1,7 +1,6 @@
 """Durable trial results: one JSON line per record, the last per trial key wins, a torn final line is ignored."""
 from __future__ import annotations
 
-import json
 import math
 
 from orthoscale.study.store import ResultStore
