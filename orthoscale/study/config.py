@@ -196,7 +196,7 @@ def _check_value(key: str, value, tp, meta: dict):
 
 def _build(cls, raw: dict, prefix: str):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}={_fmt(raw)}: must be a mapping")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}={_fmt(raw)}: must be a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
@@ -255,8 +255,10 @@ def check_rules(cfg: Config) -> None:
     try:
         arch = Architecture(widths(cfg), m.free_layer, m.orientation, m.activation)
         losses.resolve_path(arch, cfg.optim.loss, cfg.optim.path)
-    except ValueError as err:
-        raise ConfigError(f"model.depth={m.depth}, model.width={m.width}: {err}") from None
+    except ValueError as err:  # the widths come from the model and the data: name both
+        ends = ("data.kind='mnist'" if d.kind == "mnist"
+                else f"data.input_dim={d.input_dim}, data.output_dim={d.output_dim}")
+        raise ConfigError(f"model.depth={m.depth}, model.width={m.width}, {ends}: {err}") from None
     if d.kind == "teacher":
         if d.samples < d.input_dim:
             raise ConfigError(f"data.samples={d.samples}: must be ≥ data.input_dim={d.input_dim} for exact whitening")

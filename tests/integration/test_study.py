@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 
 import pytest
+
+from orthoscale.study.store import ResultStore
 
 from .conftest import ROOT, TINY, plan_and_run, run_cli, runs, sweep_cmd
 
@@ -72,8 +75,6 @@ def test_fixed_seed_at_concurrency_one_is_reproducible(ray_local, tmp_path):
     a = plan_and_run(args, tmp_path / "a")
     b = plan_and_run(args, tmp_path / "b")
     key = lambda rec: (rec["key"], rec["lr"], (rec["result"] or {}).get("objective"))
-    from orthoscale.study.store import ResultStore
-
     ra = sorted(map(key, ResultStore(a.folder).load()))
     rb = sorted(map(key, ResultStore(b.folder).load()))
     assert ra == rb and len(ra) == 8
@@ -119,11 +120,14 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path):
     assert results is not None, "the study never finished three trials"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die together, mid-study
     proc.wait()
-    done_before = len(results.read_text().splitlines())
-    assert done_before < 10
+    lines_before = len(results.read_text().splitlines())
+    done_before = len(ResultStore(results.parent).load())  # complete records, one per trial
+    assert 3 <= done_before < 10
     rerun = run_cli(args + [f"study.state_dir={cut}"])
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{done_before} already done" in rerun.stdout or "already done" in rerun.stdout
+    counts = re.search(r"(\d+) trials to run, (\d+) already done", rerun.stdout)
+    assert counts, rerun.stdout[-2000:]
+    assert (int(counts[1]), int(counts[2])) == (10 - done_before, done_before)
     kids_whole, _ = _children(whole)
     kids_cut, parents_cut = _children(cut)
     assert len(parents_cut) == 1 and parents_cut[0].info.status == "FINISHED"
@@ -133,6 +137,7 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path):
     assert lr(kids_cut) == lr(kids_whole)
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert len({x["key"] for x in lines}) == len(lines) == 10
+    assert len(lines) - lines_before == 10 - done_before  # the resumed run ran exactly the remaining trials
 
 
 def test_rate_search_reaches_the_optimal_rate_within_5_percent(ray_local, tmp_path):
@@ -163,7 +168,6 @@ def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
     res = plan_and_run(["model.depth=4,8", "seed=0,1", "search.trials=8", "model.width=16", "stop.tol=1e-300",
                         "stop.stall_window=100000", "stop.max_iters=600", "tracking.curve_points=20"], tmp_path)
     from orthoscale.study.capacity import measure
-    from orthoscale.study.store import ResultStore
 
     recs = ResultStore(res.folder).load()
     assert len(recs) == 32 and res.fanout["slots"] == 2 and res.fanout["concurrency_peak"] == 2

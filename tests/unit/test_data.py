@@ -1,6 +1,7 @@
 """Regression problems: teacher–student data, second moments, whitening, teachers; MNIST's IDX files."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from orthoscale import data, init, mnist, network
+from orthoscale import data, init, mnist, network, optim, train
 from orthoscale.data import Problem
 from orthoscale.network import Architecture
 
@@ -297,10 +298,22 @@ def test_mnist_problem_input_checks(mnist_root):
         mnist.mnist_problem(mnist_root / "nowhere", samples=100)
 
 
-def test_problem_is_a_plain_record(gen):
+def test_a_problem_without_a_teacher_is_immutable_and_trains_without_an_end_to_end_error(gen):
+    """A Problem built from samples alone (no W*, no teacher layers): its moments give P* and L(0), it cannot be
+    changed after the fact, and training on it tracks the loss but no end-to-end error."""
     X = data.whitened_gaussian(3, 10, generator=gen(13))
-    prob = Problem(X, X, data.second_moments(X, X))
-    assert prob.target is None and prob.teacher is None and prob.name == ""
+    A = torch.randn(3, 3, generator=gen(14), dtype=F64)
+    prob = Problem(X, A @ X, data.second_moments(X, A @ X))
+    assert prob.target is None and prob.teacher is None
+    assert float((prob.moments.p_star - A).abs().max()) <= 1e-12
+    assert prob.moments.loss_zero == pytest.approx(0.5 * float((A ** 2).sum()), rel=1e-12)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prob.target = A
+    arch = Architecture((3, 3, 3))
+    traj, _ = train.train(prob, arch, init.random_blocks(arch, generator=gen(15)), optim.Optimizer(0.1),
+                          train.StopRules(max_iters=50))
+    assert traj.e2e_error == [] and len(traj.loss) == traj.steps + 1
+    assert traj.rel_excess[-1] < 0.5 * traj.rel_excess[0]
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])

@@ -1,0 +1,44 @@
+"""Durable trial results: one JSON line per record, the last per trial key wins, a torn final line is ignored."""
+from __future__ import annotations
+
+import math
+
+from orthoscale.study.store import ResultStore
+
+
+def test_records_append_and_load_back(tmp_path):
+    store = ResultStore(tmp_path / "study")
+    assert store.load() == [] and store.path.parent.is_dir()  # no file yet: nothing done
+    first, second = {"key": "a", "lr": 0.1, "result": {"steps": 3}}, {"key": "b", "lr": 0.2, "result": None}
+    store.append(first)
+    store.append(second)
+    assert store.load() == [first, second]
+    assert len(store.path.read_text().splitlines()) == 2
+    assert ResultStore(tmp_path / "study").load() == [first, second]  # a new process reads the same
+
+
+def test_the_last_record_per_key_wins(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append({"key": "a", "status": "RUNNING"})
+    store.append({"key": "b", "status": "FINISHED"})
+    store.append({"key": "a", "status": "FINISHED"})
+    assert sorted((r["key"], r["status"]) for r in store.load()) == [("a", "FINISHED"), ("b", "FINISHED")]
+
+
+def test_a_torn_final_line_is_ignored(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append({"key": "a", "lr": 0.1})
+    with open(store.path, "a", encoding="utf-8") as fh:
+        fh.write('{"key": "b", "lr": 0.')  # the process died mid-write
+    assert store.load() == [{"key": "a", "lr": 0.1}]
+
+
+def test_non_finite_floats_survive_as_strings_in_strict_json(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append({"key": "a", "result": {"rate": float("nan"), "curve": [1.0, float("inf"), -math.inf]},
+                  "pair": (float("nan"), 2)})
+    line = store.path.read_text().strip()
+    assert "NaN" not in line and "Infinity" not in line  # strict JSON: other readers can parse it
+    (rec,) = store.load()
+    assert rec["result"] == {"rate": "nan", "curve": [1.0, "inf", "-inf"]} and rec["pair"] == ["nan", 2]
+    assert math.isnan(float(rec["result"]["rate"])) and float(rec["result"]["curve"][2]) == -math.inf
