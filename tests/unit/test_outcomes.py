@@ -59,15 +59,16 @@ def test_a_tiny_step_stalls_at_the_first_window_without_moving():
     assert 1 < res.objective < 1 + cfg["search"]["penalty"]  # short of tol, some way left to go
 
 
-def test_a_step_beyond_the_stable_range_of_a_deep_network_stalls():
+def test_a_step_beyond_the_stable_range_of_a_deep_network_makes_no_progress():
     """At depth 128 the stable range of μ at the teacher shrinks below the fixed μ = 0.1 (the exact local rate is
     > 1), so the run cannot converge; the free layer's own rate (1 − μ)² < 1 keeps the loss bounded, so it does not
-    diverge either: it makes no progress."""
+    diverge either: the excess wanders at O(1) until the stall rule or the budget ends it (which of the two comes
+    first depends on rounding in that chaotic phase)."""
     res, cfg = trial("model.depth=128")
     mu = cfg["optim"]["lr"]
     assert res.theory_mu_max is not None and res.theory_mu_max < mu and res.theory_rate > 1
-    assert res.outcome == "stalled" and "no progress" in res.reason
-    assert res.final_rel_excess > cfg["stop"]["tol"] and res.observed_rate is None
+    assert res.outcome in ("stalled", "budget"), res.reason
+    assert min(res.curves["rel_excess"]) > 0.1 and res.observed_rate is None
 
 
 # ---------------------------------------------------------------- converged, at the rate the mathematics gives
