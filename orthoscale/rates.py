@@ -71,17 +71,62 @@ def iterations_to(values, tol: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | None:
-    """ρ of the linear phase (``fit``, by default fit_rate(values)); for a run that reached ``tol`` too fast
-    to fit one, its mean contraction (v_T / v_0)^(1/T) up to the first value ≤ tol (an upper bound:
-    transients included)."""
+@dataclass(frozen=True)
+class RateEstimate:
+    """ρ of a run with its 95 % interval: ``kind`` "fit" (the linear phase, :func:`fit_rate`) or "short" (a run
+    that reached the tolerance before a linear phase could be fitted, :func:`short_rate`)."""
+    rate: float
+    low: float
+    high: float
+    points: int
+    kind: str
+
+    @property
+    def conservative(self) -> float:
+        """What a search should rank by: the fitted ρ, or a short run's upper bound (its early steps may not
+        show the slowest mode yet)."""
+        return self.rate if self.kind == "fit" else self.high
+
+    @property
+    def label(self) -> str:
+        """How a table shows it: "0.1040" for a fitted rate, "≈ 0.1040 (8 steps)" for a short-run estimate."""
+        return f"{self.rate:.4f}" if self.kind == "fit" else f"≈ {self.rate:.4f} ({self.points} steps)"
+
+
+def short_rate(values, tol: float, min_points: int = 3) -> RateEstimate | None:
+    """ρ of a run that reached ``tol`` at step T: least squares of log e_t = a + t log ρ over t = 1 … T (every
+    step after the first, whose transient is left out). Interval: exp(b ± t_{0.975, n−2} se(b)), widened to
+    hold the last step's ratio e_T / e_{T−1} — in a few steps a slower mode that starts small has not yet
+    taken over, and the latest ratio is the closest to it. None with fewer than ``min_points`` (≥ 3) steps."""
+    v = np.asarray(values, dtype=np.float64)
+    hit = iterations_to(v, tol)
+    if hit is None or hit < max(min_points, 3) or not np.all(np.isfinite(v[1:hit + 1]) & (v[1:hit + 1] > 0)):
+        return None
+    from scipy import stats
+
+    t = np.arange(1, hit + 1, dtype=np.float64)
+    y = np.log(v[1:hit + 1])
+    a, b, _ = _line(t, y)
+    n = t.size
+    se = math.sqrt(float(((y - a - b * t) ** 2).sum()) / (n - 2) / float(((t - t.mean()) ** 2).sum()))
+    q = float(stats.t.ppf(0.975, n - 2))
+    last = float(v[hit] / v[hit - 1])
+    return RateEstimate(math.exp(b), min(math.exp(b - q * se), last), max(math.exp(b + q * se), last), n, "short")
+
+
+def estimate_rate(values, tol: float, fit: RateFit | None = None) -> RateEstimate | None:
+    """The linear phase's ρ (``fit``, by default fit_rate(values)) when there is one, else the short-run
+    estimate of a run that reached ``tol`` too fast for it; None when neither applies."""
     fit = fit if fit is not None else fit_rate(values)
     if fit.found:
-        return fit.rate
-    hit = iterations_to(values, tol)
-    if hit is None or hit == 0 or not values[0] > 0:
-        return None
-    return float((max(values[hit], 1e-300) / values[0]) ** (1.0 / hit))
+        return RateEstimate(fit.rate, fit.rate, fit.rate, fit.end - fit.start + 1, "fit")
+    return short_rate(values, tol)
+
+
+def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | None:
+    """The rate a search ranks a run by (:attr:`RateEstimate.conservative` of :func:`estimate_rate`), or None."""
+    est = estimate_rate(values, tol, fit)
+    return est.conservative if est else None
 
 
 LEAN = 0.5  # where propose_step probes between a lower and an upper bound of μ* (log scale)

@@ -120,7 +120,8 @@ class Recorder(DriverOnly, tune.Callback):
 FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate",
               "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
-              "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python")
+              "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python",
+              "rate_estimate", "rate_kind", "rate_ci", "rate_points", "start_rel_excess", "at_solution")
 
 
 def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,

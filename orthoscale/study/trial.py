@@ -81,7 +81,7 @@ def step_size(cfg: dict, lr: float | None) -> float:
 
 def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> float:
     """What a cell's search minimises. search.objective = rate: the observed loss rate ``rho`` < 1
-    (:func:`observed_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
+    (:func:`rates.estimate_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search["penalty"]
@@ -98,13 +98,18 @@ def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> 
     return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
 
 
-def observed_rate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> float | None:
-    """The loss rate a finished trial shows (rates.observed_rate from its ``fit``), only if it contracted to
+def estimate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> rates.RateEstimate | None:
+    """The loss rate a finished trial shows (rates.estimate_rate from its ``fit``), only if it contracted to
     its end (converged, or still on its way when the budget ran out): a stalled or diverged run's early
-    linear phase is no rate."""
-    if traj.outcome not in ("converged", "budget"):
+    linear phase is no rate, and neither is a run that started at the solution (nothing to contract)."""
+    if traj.outcome not in ("converged", "budget") or at_solution(traj, stop):
         return None
-    return rates.observed_rate(traj.rel_excess, stop["tol"], fit)
+    return rates.estimate_rate(traj.rel_excess, stop["tol"], fit)
+
+
+def at_solution(traj: Trajectory, stop: dict) -> bool:
+    """The start is already within tolerance of the optimum: relative excess e_0 ≤ stop.tol."""
+    return bool(traj.rel_excess) and traj.rel_excess[0] <= stop["tol"]
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -183,7 +188,8 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
               spectrum: theory.LocalSpectrum | None = None) -> dict:
     fit = rates.fit_rate(traj.rel_excess)
-    rho = observed_rate(traj, cfg["stop"], fit)
+    est = estimate(traj, cfg["stop"], fit)
+    rho = est.conservative if est else None
     points = cfg["tracking"]["curve_points"]
     steps, rel = downsample(traj.rel_excess, points)
     curves = {"rel_excess": rel, "loss": [traj.loss[i] for i in steps],
@@ -195,7 +201,10 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
         "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
         "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"], rho), "observed_rate": rho,
         "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
-        "rate_note": fit.reason, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
+        "rate_note": fit.reason,
+        "rate_estimate": est.rate if est else None, "rate_kind": est.kind if est else None, "rate_ci": [est.low, est.high] if est else None,
+        "rate_points": est.points if est else None, "start_rel_excess": traj.rel_excess[0],
+        "at_solution": at_solution(traj, cfg["stop"]), "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
         "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
         "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
