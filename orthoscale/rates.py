@@ -74,7 +74,8 @@ def iterations_to(values, tol: float) -> int | None:
 @dataclass(frozen=True)
 class RateEstimate:
     """ρ of a run with its 95 % interval: ``kind`` "fit" (the linear phase, :func:`fit_rate`) or "short" (a run
-    that reached the tolerance before a linear phase could be fitted, :func:`short_rate`)."""
+    that reached the tolerance before a linear phase could be fitted, :func:`short_rate`) or "instant" (solved in
+    one or two steps: ``rate`` is only an upper bound, nothing to fit)."""
     rate: float
     low: float
     high: float
@@ -89,7 +90,9 @@ class RateEstimate:
 
     @property
     def label(self) -> str:
-        """How a table shows it: "0.1040" for a fitted rate, "≈ 0.1040 (8 steps)" for a short-run estimate."""
+        """How a table shows it: "0.1040" fitted, "≈ 0.1040 (8 steps)" short, "≤ 1.2e-08 (solved in 1 step)"."""
+        if self.kind == "instant":
+            return f"≤ {self.rate:.1e} (solved in {self.points} step{'s' if self.points > 1 else ''})"
         return f"{self.rate:.4f}" if self.kind == "fit" else f"≈ {self.rate:.4f} ({self.points} steps)"
 
 
@@ -97,11 +100,15 @@ def short_rate(values, tol: float, min_points: int = 3) -> RateEstimate | None:
     """ρ of a run that reached ``tol`` at step T: least squares of log e_t = a + t log ρ over t = 1 … T (every
     step after the first, whose transient is left out). Interval: exp(b ± t_{0.975, n−2} se(b)), widened to
     hold the last step's ratio e_T / e_{T−1} — in a few steps a slower mode that starts small has not yet
-    taken over, and the latest ratio is the closest to it. None with fewer than ``min_points`` (≥ 3) steps."""
+    taken over, and the latest ratio is the closest to it. A run solved in fewer than ``min_points`` (≥ 3)
+    steps gets kind "instant": ρ ≤ (e_T / e_0)^(1/T), no rate. None when ``tol`` is never reached."""
     v = np.asarray(values, dtype=np.float64)
     hit = iterations_to(v, tol)
-    if hit is None or hit < max(min_points, 3) or not np.all(np.isfinite(v[1:hit + 1]) & (v[1:hit + 1] > 0)):
+    if hit is None or hit == 0 or not np.all(np.isfinite(v[:hit + 1]) & (v[:hit + 1] >= 0)) or not v[0] > 0:
         return None
+    if hit < max(min_points, 3):  # solved in one or two steps: only a bound, the mean contraction
+        mean = float((max(v[hit], 1e-300) / v[0]) ** (1.0 / hit))
+        return RateEstimate(mean, 0.0, mean, hit, "instant")
     from scipy import stats
 
     t = np.arange(1, hit + 1, dtype=np.float64)

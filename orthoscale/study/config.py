@@ -275,8 +275,8 @@ def check_rules(cfg: Config) -> None:
     if m.init == "teacher_perturbed" and d.kind == "mnist" and d.targets != "teacher":
         raise ConfigError("model.init='teacher_perturbed': needs a teacher; use data.targets=teacher or "
                           "model.init=random or spectral")
-    if m.init == "spectral" and m.free_layer == "none":
-        raise ConfigError("model.init='spectral': needs a free layer (model.free_layer=first or last)")
+    if m.init.startswith("spectral") and m.free_layer == "none":
+        raise ConfigError(f"model.init={m.init!r}: needs a free layer (model.free_layer=first or last)")
 
 
 def validate(raw: dict) -> Config:

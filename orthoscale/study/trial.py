@@ -134,8 +134,10 @@ def build(cfg: dict, device: str):
         teacher_arch = Architecture(arch.widths, cfg["data"]["teacher_free_layer"] if cfg["data"]["kind"] ==
                                     "teacher" else "first", arch.orientation)
         blocks = init.perturb(stack(list(problem.teacher), teacher_arch), arch, delta=m["init_delta"], generator=g)
-    elif m["init"] == "spectral":
+    elif m["init"] in ("spectral", "spectral_perturbed"):
         blocks = init.spectral_blocks(arch, problem.moments.p_star, generator=g)
+        if m["init"] == "spectral_perturbed":
+            blocks = init.perturb(blocks, arch, delta=m["init_delta"], generator=g)
     else:
         blocks = init.random_blocks(arch, scale=m["init_scale"], generator=g, dtype=dtype, device=device)
     return problem, arch, [B.to(device) for B in blocks]

@@ -208,7 +208,10 @@ def test_observed_rate_fits_or_estimates_a_short_run():
     est = rates.estimate_rate(fast, 1e-9)
     assert est.kind == "short" and est.points == 5 and est.label == "≈ 0.0100 (5 steps)"
     assert rates.observed_rate([1.0, 2.0, 4.0], 1e-10) is None
-    assert rates.short_rate([1.0, 1e-3, 1e-12], 1e-10) is None  # two steps: no spread to estimate from
+    instant = rates.short_rate([1.0, 1e-3, 1e-12], 1e-10)  # two steps: no spread, only a bound
+    assert instant.kind == "instant" and instant.rate == pytest.approx(1e-6) and instant.low == 0
+    assert "solved in 2 steps" in instant.label
+    assert rates.short_rate([1e-12, 1e-13], 1e-10) is None  # a start within tolerance: nothing to estimate
 
 
 @pytest.mark.parametrize("rho", [0.05, 0.1, 0.3, 0.6])
