@@ -136,6 +136,15 @@ def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | Non
     return est.conservative if est else None
 
 
+EDGE = 0.05  # a μ within 5 % of the log range from a bound is "on the edge"
+
+
+def on_edge(mu: float, lo: float, hi: float, margin: float = EDGE) -> str:
+    """"low" / "high" when log μ lies within ``margin`` of the log range [lo, hi] from that bound, else ""."""
+    pos = (math.log(mu) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return "low" if pos < margin else ("high" if pos > 1 - margin else "")
+
+
 LEAN = 0.5  # where propose_step probes between a lower and an upper bound of μ* (log scale)
 
 

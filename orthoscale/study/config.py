@@ -98,6 +98,8 @@ class SearchCfg:
     pruner: str = choice("none", ("none", "median"))
     report_every: int = number(50, ge=1)
     penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: 1 + penalty · share left
+    edge_rounds: int = number(2, ge=0)      # best μ on an edge of the range: widen it and re-search, ≤ this often
+    edge_factor: float = number(4.0, gt=1)  # a widening moves the bound by this factor
     seed: int = number(0, ge=0)
 
 
