@@ -136,6 +136,25 @@ def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | Non
     return est.conservative if est else None
 
 
+def tail_rate(values, window: int | None = None) -> float | None:
+    """Mean per-step contraction of the last ``window`` steps (default a quarter of the run, ≥ 10):
+    (v_T / v_{T−w})^{1/w}; None when the run is too short or its values are not positive."""
+    v = np.asarray(values, dtype=np.float64)
+    w = window or max(v.size // 4, 10)
+    if v.size <= w or not (v[-1] > 0 and v[-1 - w] > 0 and np.isfinite(v[-1])):
+        return None
+    return float((v[-1] / v[-1 - w]) ** (1.0 / w))
+
+
+def steps_to(values, tol: float, window: int | None = None) -> int | None:
+    """Steps a run still needs to bring its last value to ``tol`` at its :func:`tail_rate` ρ_tail:
+    ⌈log(tol / v_T) / log ρ_tail⌉; None when the tail does not contract."""
+    tail = tail_rate(values, window)
+    if tail is None or not tail < 1:
+        return None
+    return max(int(math.ceil(math.log(tol / values[-1]) / math.log(tail))), 0)
+
+
 EDGE = 0.05  # a μ within 5 % of the log range from a bound is "on the edge"
 
 

@@ -84,6 +84,7 @@ class StopCfg:
     stall_window: int = number(200, ge=1)
     stall_improvement: float = number(1e-3, ge=0, lt=1)
     max_seconds: float = number(600.0, gt=0)
+    extend_to: int = number(0, ge=0)        # still contracting at max_iters: go on if its rate reaches tol within this
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "object
               "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
               "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
               "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python",
-              "rate_estimate", "rate_kind", "rate_ci", "rate_points", "start_rel_excess", "at_solution")
+              "rate_estimate", "rate_kind", "rate_ci", "rate_points", "start_rel_excess", "at_solution",
+              "tail_rate", "steps_needed")
 
 
 def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,

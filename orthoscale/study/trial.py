@@ -4,6 +4,7 @@ Nothing here knows about Ray; the runner passes a ``report`` function that forwa
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -175,16 +176,45 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
                       stall_window=s["stall_window"], stall_improvement=s["stall_improvement"],
                       max_seconds=s["max_seconds"])
 
-    def progress(t: int, traj: Trajectory):
-        if report is None:
-            return False
-        return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
-                            "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                            "objective": objective(traj, s, search, None), FINAL: False}))
+    def progress(offset: int):
+        def call(t: int, traj: Trajectory):
+            if report is None:
+                return False
+            return bool(report({"step": offset + t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
+                                "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
+                                "objective": objective(traj, s, search, None), FINAL: False}))
+        return call
 
-    traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
-                    loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
+    opt = Optimizer(mu, o["method"], o["retraction"], o["balance"])
+    traj, blocks = train(problem, arch, blocks, opt, rules, loss=o["loss"], path=o["path"], callback=progress(0),
+                         callback_every=search["report_every"])
+    while (more := extension(traj, s, o["loss"])):  # still contracting at the budget: as long as its rate needs
+        rest = dataclasses.replace(rules, max_iters=more, max_seconds=max(s["max_seconds"] - traj.seconds, 1e-3))
+        tail, blocks = train(problem, arch, blocks, opt, rest, loss=o["loss"], path=o["path"],
+                             callback=progress(traj.steps), callback_every=search["report_every"])
+        traj = joined(traj, tail)
     return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch))
+
+
+def extension(traj: Trajectory, stop: dict, loss: str) -> int:
+    """More steps for a run that used up its budget while still contracting: the steps its tail rate needs to
+    reach stop.tol (rates.steps_to), plus a quarter — only if that fits within stop.extend_to steps in all
+    (0: never extend); a run predicted to need more stops here, its prediction on record. Squared loss only
+    (its relative excess keeps the same reference in a continued run)."""
+    if traj.outcome != "budget" or loss != "squared" or traj.seconds >= stop["max_seconds"] or \
+            traj.reason.startswith("time limit"):
+        return 0
+    need = rates.steps_to(traj.rel_excess, stop["tol"])
+    more = int(need * 1.25) + 1 if need else 0
+    return more if more and traj.steps + more <= stop["extend_to"] else 0
+
+
+def joined(head: Trajectory, tail: Trajectory) -> Trajectory:
+    """One trajectory from a run and its continuation (whose record 0 is the run's last)."""
+    return Trajectory(head.loss + tail.loss[1:], head.rel_excess + tail.rel_excess[1:],
+                      head.e2e_error + tail.e2e_error[1:], head.ortho_error + tail.ortho_error[1:],
+                      tail.outcome, f"{tail.reason} of the extension from step {head.steps}",
+                      head.seconds + tail.seconds)
 
 
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
@@ -206,7 +236,9 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
         "rate_note": fit.reason,
         "rate_estimate": est.rate if est else None, "rate_kind": est.kind if est else None, "rate_ci": [est.low, est.high] if est else None,
         "rate_points": est.points if est else None, "start_rel_excess": traj.rel_excess[0],
-        "at_solution": at_solution(traj, cfg["stop"]), "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
+        "at_solution": at_solution(traj, cfg["stop"]),
+        "tail_rate": rates.tail_rate(traj.rel_excess), "steps_needed": rates.steps_to(traj.rel_excess, cfg["stop"]["tol"])
+        if traj.outcome == "budget" else None, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
         "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
         "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
         "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
