@@ -11,6 +11,7 @@
 #                   cluster, or a `ray dashboard` / `kubectl port-forward` tunnel)
 #   RAY_AUTH_TOKEN  the cluster's token (required: Ray token authentication stays on)
 #   RAY_JOB_FLAGS   extra `ray job submit` flags, e.g. "--no-wait" or "--submission-id depth-1"
+#   ORTHOSCALE_ENTRY  the module the job runs (default orthoscale.sweep; orthoscale.paper for `make paper-cluster`)
 set -euo pipefail
 
 if [[ -z "${RAY_AUTH_TOKEN:-}" ]]; then
@@ -37,4 +38,4 @@ runtime_env='{"excludes": [".venv", ".orthoscale", ".git", "__pycache__", "*.egg
 
 # shellcheck disable=SC2086  # RAY_JOB_FLAGS is a list of flags
 exec "$ray" job submit --address "$address" --working-dir . --runtime-env-json "$runtime_env" \
-  ${RAY_JOB_FLAGS:-} -- python -m orthoscale.sweep ray.address=auto "$@"
+  ${RAY_JOB_FLAGS:-} -- python -m "${ORTHOSCALE_ENTRY:-orthoscale.sweep}" ray.address=auto "$@"
