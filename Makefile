@@ -38,6 +38,7 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 test: install data browser postgres
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: install data
@@ -63,9 +64,9 @@ soak: install
 
 # The paper's experiments on MNIST and their Markdown report (paper.scale=full for the cluster-sized run).
 paper: install data
-	$(PY) -m orthoscale.paper $(ARGS)
+	$(PY) -m orthoscale paper $(ARGS)
 
 # The full-scale paper run as a Ray job (as sweep-cluster): give it study.state_dir= (a folder on the head for
 # the report) and data.root= (MNIST on the head), and tracking.uri= for an MLflow server.
 paper-cluster:
-	ORTHOSCALE_ENTRY=orthoscale.paper jobs/submit.sh paper.scale=full $(ARGS)
+	ORTHOSCALE_ENTRY="orthoscale paper" jobs/submit.sh paper.scale=full $(ARGS)

@@ -70,7 +70,7 @@ def perturb(blocks: list[torch.Tensor], arch: Architecture, *, delta: float,
     out = []
     for B, b in zip(blocks, arch.blocks()):
         E = _gaussian(B.shape, generator, B.dtype, B.device)
-        norm = lambda A: torch.linalg.matrix_norm(A)[:, None, None]  # noqa: E731
+        norm = lambda A: torch.linalg.matrix_norm(A)[:, None, None]
         W = B + delta * norm(B) * E / norm(E)
         out.append(to_tall(stiefel.polar_svd(to_tall(W, arch)), arch) if b.constrained else W)
     return out
@@ -86,7 +86,7 @@ def spectral_blocks(arch: Architecture, p_star: torch.Tensor, *, generator: torc
     U, s, Vh = torch.linalg.svd(p_star, full_matrices=False)
     P0 = s[:r].mean() * U[:, :r] @ Vh[:r]
     Ws = [W for B in blocks for W in B]
-    eye = lambda d: torch.eye(d, dtype=p_star.dtype, device=p_star.device)  # noqa: E731
+    eye = lambda d: torch.eye(d, dtype=p_star.dtype, device=p_star.device)
     above = end_to_end([W[None] for W in Ws[f:]]) if f < len(Ws) else eye(P0.shape[0])
     below = end_to_end([W[None] for W in Ws[: f - 1]]) if f > 1 else eye(P0.shape[1])
     Wf = torch.linalg.pinv(above) @ P0 @ torch.linalg.pinv(below)

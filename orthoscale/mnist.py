@@ -76,7 +76,8 @@ def load(root: Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4)
-def whitened_images(root: str, split: str, samples: int | None, mode: str, eps: float) -> tuple[torch.Tensor, np.ndarray]:
+def whitened_images(root: str, split: str, samples: int | None, mode: str,
+                    eps: float) -> tuple[torch.Tensor, np.ndarray]:
     """(whitened images (d_0 × m) in float64, labels): the costly part of a problem, shared by every
     network size that uses the same data (cached per process)."""
     images, labels = load(Path(root), split)

@@ -121,7 +121,8 @@ def check_blocks(blocks: list[torch.Tensor], arch: Architecture) -> None:
     want = [(b.count, b.rows, b.cols) for b in arch.blocks()]
     if got != want:
         raise ValueError(f"blocks of shapes {got} are not laid out for widths {list(arch.widths)} with "
-                         f"free_layer={arch.free_layer} (expected {want}); use network.stack(network.layers(blocks), arch)")
+                         f"free_layer={arch.free_layer} (expected {want}); "
+                         "use network.stack(network.layers(blocks), arch)")
 
 
 def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:

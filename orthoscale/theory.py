@@ -29,7 +29,11 @@ LANCZOS_TOL = 1e-10  # relative accuracy of the extreme Ritz values (0, scipy's 
 RTOL = 1e-9  # λ is "nonzero" when λ > RTOL·λ_max (K is evaluated in float64: its null eigenvalues are ~1e-15·λ_max)
 
 
-class NotASolution(ValueError):
+class NotApplicable(ValueError):
+    """The local theory has nothing to say here (nonlinear network, no curvature, not a solution)."""
+
+
+class NotASolution(NotApplicable):
     """The point is not a realizable solution (P ≠ P*, or an orthonormal layer off its manifold)."""
 
 
@@ -82,11 +86,11 @@ def operator(blocks: list[torch.Tensor], arch: Architecture, moments: Moments, *
     """E ↦ K(E) = J_P(D·P_T(J_Pᵀ(E Σ^½))) Σ^½ for one E (d_N × d_0), float64; vmap it for a batch."""
     blocks = [B.to(F64) for B in blocks]
     primals, layout, root = tuple(blocks), arch.blocks(), _sqrt_psd(moments.sxx)
-    e2e = lambda *bs: network.end_to_end(list(bs))  # noqa: E731
+    e2e = lambda *bs: network.end_to_end(list(bs))
     _, vjp_fn = torch.func.vjp(e2e, *primals)
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     inv_s2 = 1.0 / float(optim.balance(free, balance)) if method == "rgd" else 1.0
-    root_times = (lambda E: E) if root is None else (lambda E: E @ root)  # noqa: E731
+    root_times = (lambda E: E) if root is None else (lambda E: E @ root)
 
     def apply(E: torch.Tensor) -> torch.Tensor:
         tangent = []
@@ -109,7 +113,7 @@ def check_solution(blocks: list[torch.Tensor], arch: Architecture, moments: Mome
                            f"{orth:.2e}); model.free_layer={arch.free_layer} cannot represent this point")
     root = _sqrt_psd(moments.sxx)
     P, P_star = network.end_to_end([B.to(F64) for B in blocks]), moments.p_star.to(F64)
-    weigh = (lambda A: A) if root is None else (lambda A: A @ root)  # noqa: E731
+    weigh = (lambda A: A) if root is None else (lambda A: A @ root)
     err = float(torch.linalg.matrix_norm(weigh(P - P_star))) / max(float(torch.linalg.matrix_norm(weigh(P_star))),
                                                                     1e-300)
     if not err <= tol:
@@ -126,7 +130,7 @@ def local_spectrum(blocks: list[torch.Tensor], arch: Architecture, moments: Mome
     check_choice("optim.method", method, optim.METHODS)
     check_choice("optim.balance", balance, optim.BALANCES)
     if not arch.linear:
-        raise ValueError("the local theory is for linear networks (model.activation=identity)")
+        raise NotApplicable("the local theory is for linear networks (model.activation=identity)")
     network.check_blocks(blocks, arch)
     check_solution(blocks, arch, moments, method=method, tol=tol)
     K = operator(blocks, arch, moments, method=method, balance=balance)
@@ -137,7 +141,7 @@ def local_spectrum(blocks: list[torch.Tensor], arch: Architecture, moments: Mome
         M = torch.func.vmap(K, chunk_size=256)(basis).reshape(n, n)
         lam = torch.linalg.eigvalsh(0.5 * (M + M.mT))
         if not float(lam[-1]) > 0:
-            raise ValueError("K = 0: no curvature at this point")
+            raise NotApplicable("K = 0: no curvature at this point")
         nonzero = lam[lam > RTOL * lam[-1]]
         return LocalSpectrum(float(nonzero[0]), float(nonzero[-1]), int(nonzero.numel()))
     return _lanczos(K, shape, blocks[0].device)
@@ -149,19 +153,19 @@ def _lanczos(K: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int], 
     from scipy.sparse.linalg import LinearOperator, cg, eigsh
 
     n = shape[0] * shape[1]
-    op = lambda f: LinearOperator((n, n), matvec=f, dtype=np.float64)  # noqa: E731
+    op = lambda f: LinearOperator((n, n), matvec=f, dtype=np.float64)
 
     def matvec(x: np.ndarray) -> np.ndarray:
         return K(torch.as_tensor(np.ravel(x), dtype=F64, device=device).reshape(shape)).reshape(-1).cpu().numpy()
     v0 = np.random.default_rng(0).standard_normal(n)
     lam_max = float(eigsh(op(matvec), k=1, which="LA", v0=v0, tol=LANCZOS_TOL, return_eigenvectors=False)[0])
     if not lam_max > 0:
-        raise ValueError("K = 0: no curvature at this point")
+        raise NotApplicable("K = 0: no curvature at this point")
     theta, x = eigsh(op(lambda x: lam_max * np.ravel(x) - matvec(x)), k=1, which="LA", v0=v0, tol=LANCZOS_TOL)
     if lam_max - theta[0] <= RTOL * lam_max:  # the top of λ_max·I − K is null(K): invert K on its range
         def pinv(x):  # K⁺x; atol in units of ‖x‖ so that a (restart) vector in null(K) maps to 0 at once
             scale = 1e-12 * float(np.linalg.norm(x))
-            solve = lambda b, a: cg(op(matvec), b, rtol=1e-12, atol=a, maxiter=n)[0]  # noqa: E731
+            solve = lambda b, a: cg(op(matvec), b, rtol=1e-12, atol=a, maxiter=n)[0]
             return solve(solve(matvec(x), scale * lam_max), scale)
         _, x = eigsh(op(pinv), k=1, which="LA", v0=v0)
     x = x[:, 0]

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .checks import bounded, check_bounds
 from .data import Problem
 from .losses import evaluate, resolve_path
 from .network import Architecture, check_blocks, orthonormality_error
@@ -27,26 +28,18 @@ OUTCOMES = ("converged", "diverged", "stalled", "budget", "pruned")
 
 @dataclass(frozen=True)
 class StopRules:
-    tol: float = 1e-10
-    max_iters: int = 2000
-    diverge_factor: float = 1e6
-    stall_window: int = 200
-    stall_improvement: float = 1e-3
-    max_seconds: float = math.inf
+    """When a run ends (see the module docstring); each field's bounds are declared here once (the study's
+    schema, group ``stop``, is this class)."""
+    tol: float = bounded(1e-10, gt=0, lt=1)
+    max_iters: int = bounded(2000, ge=1)
+    diverge_factor: float = bounded(1e6, gt=1)
+    stall_window: int = bounded(200, ge=1)
+    stall_improvement: float = bounded(1e-3, ge=0, lt=1)
+    max_seconds: float = bounded(600.0, gt=0)
+    extend_to: int = bounded(0, ge=0)  # read by the study's trial (its extension), not here: see study/trial.py
 
     def __post_init__(self):
-        if not 0 < self.tol < 1:
-            raise ValueError(f"stop.tol must be in (0, 1), got {self.tol}")
-        if self.max_iters < 1:
-            raise ValueError(f"stop.max_iters must be ≥ 1, got {self.max_iters}")
-        if not self.diverge_factor > 1:
-            raise ValueError(f"stop.diverge_factor must be > 1, got {self.diverge_factor}")
-        if self.stall_window < 1:
-            raise ValueError(f"stop.stall_window must be ≥ 1, got {self.stall_window}")
-        if not 0 <= self.stall_improvement < 1:
-            raise ValueError(f"stop.stall_improvement must be in [0, 1), got {self.stall_improvement}")
-        if not self.max_seconds > 0:
-            raise ValueError(f"stop.max_seconds must be > 0, got {self.max_seconds}")
+        check_bounds(self, "stop")
 
 
 @dataclass
@@ -118,10 +111,3 @@ def train(problem: Problem, arch: Architecture, blocks: list[torch.Tensor], opt:
     traj.seconds = time.perf_counter() - start
     return traj, blocks
 
-
-if __name__ == "__main__":  # `python -m orthoscale.train overrides…`: the service's rerun entry point
-    import sys
-
-    from orthoscale.study.rerun import main
-
-    sys.exit(main())

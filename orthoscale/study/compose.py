@@ -19,8 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .cells import Cell, expand, resolve
 from .config import Config, ConfigError, get_path, leaf_keys, validate
+from .locations import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 CONF = Path(os.environ.get("ORTHOSCALE_CONF", PROJECT / "conf"))
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from .. import init as core_init
 from .. import losses, mnist, optim, stiefel
+from ..checks import bounded
 from ..network import ACTIVATIONS, FREE_LAYERS, ORIENTATIONS, Architecture
+from ..train import StopRules
 
 
 class ConfigError(ValueError):
@@ -26,8 +28,7 @@ def choice(default: str, allowed) -> Any:
     return field(default=default, metadata={"choices": tuple(allowed)})
 
 
-def number(default, *, ge=None, gt=None, le=None, lt=None) -> Any:
-    return field(default=default, metadata={k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt).items() if v is not None})
+number = bounded
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,6 @@ class OptimCfg:
     lr: float = number(0.1, gt=0)
     protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth"))  # μ by Optuna | μ = lr | μ = lr / N
     device: str = choice("auto", ("auto", "cpu", "cuda"))
-
-
-@dataclass(frozen=True)
-class StopCfg:
-    """Stop rules of every trial (core ``StopRules``)."""
-    tol: float = number(1e-10, gt=0, lt=1)
-    max_iters: int = number(2000, ge=1)
-    diverge_factor: float = number(1e6, gt=1)
-    stall_window: int = number(200, ge=1)
-    stall_improvement: float = number(1e-3, ge=0, lt=1)
-    max_seconds: float = number(600.0, gt=0)
-    extend_to: int = number(0, ge=0)        # still contracting at max_iters: go on if its rate reaches tol within this
 
 
 @dataclass(frozen=True)
@@ -146,7 +135,7 @@ class Config:
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    stop: StopCfg = field(default_factory=StopCfg)
+    stop: StopRules = field(default_factory=StopRules)  # the core's own dataclass: one declaration per key
     search: SearchCfg = field(default_factory=SearchCfg)
     ray: RayCfg = field(default_factory=RayCfg)
     tracking: TrackingCfg = field(default_factory=TrackingCfg)
@@ -156,6 +145,7 @@ class Config:
 
 
 MNIST_DIM = 784
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 
 
 def widths(cfg: Config, input_dim: int | None = None) -> tuple[int, ...]:
@@ -278,6 +268,10 @@ def check_rules(cfg: Config) -> None:
     if m.init == "teacher_perturbed" and d.kind == "mnist" and d.targets != "teacher":
         raise ConfigError("model.init='teacher_perturbed': needs a teacher; use data.targets=teacher or "
                           "model.init=random or spectral")
+    scheme = (cfg.tracking.uri or "sqlite:").split(":", 1)[0].split("+")[0].lower()
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"tracking.uri={cfg.tracking.uri!r}: MLflow cannot use {scheme!r}; use one of "
+                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}")
     if m.init.startswith("spectral") and m.free_layer == "none":
         raise ConfigError(f"model.init={m.init!r}: needs a free layer (model.free_layer=first or last)")
 

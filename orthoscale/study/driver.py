@@ -18,32 +18,15 @@ from pathlib import Path
 
 from . import report
 from .cells import Cell
-from .compose import PROJECT
 from .config import Config, ConfigError, to_dict
+from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
+                        tracking_uri, with_data_root)
 from .search import CellSearch
 from .store import ResultStore
 from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
 
 RESULT_SECTIONS = ("model", "data", "optim", "stop", "search", "family", "seed")
-
-
-def state_dir(cfg: Config) -> Path:
-    return Path(cfg.study.state_dir or PROJECT / ".orthoscale").resolve()
-
-
-def tracking_uri(cfg: Config) -> str:
-    return cfg.tracking.uri or f"sqlite:///{state_dir(cfg) / 'mlflow.db'}"
-
-
-def experiment_name(cfg: Config) -> str:
-    return cfg.tracking.experiment or f"orthoscale-{cfg.family.name}"
-
-
-def artifact_location(cfg: Config, experiment: str) -> str | None:
-    """Local stores keep artifacts beside them; a tracking server proxies its own."""
-    uri = tracking_uri(cfg)
-    return None if uri.startswith(("http://", "https://")) else (state_dir(cfg) / "artifacts" / experiment).as_uri()
 
 
 def study_name(cfg: Config, cells: list[Cell]) -> str:
@@ -77,23 +60,14 @@ class StudyResult:
     logging_seconds: float
     trials_logged: int
     unlogged: list[str]
-    fanout: dict | None = None  # capacity.fanout_summary of this run's trials (None when none ran)
-
-
-DATA = PROJECT / ".orthoscale" / "data"  # where `make data` puts MNIST
-
-
-def data_root(cfg_dict: dict, state: Path | None = None) -> dict:
-    """MNIST's default folder is the project's data folder (filled by `make data`), whatever the state dir."""
-    if cfg_dict["data"]["kind"] == "mnist" and not cfg_dict["data"]["root"]:
-        cfg_dict = json.loads(json.dumps(cfg_dict))
-        cfg_dict["data"]["root"] = str(DATA / "mnist")
-    return cfg_dict
+    experiment: str = ""
+    fanout: dict | None = None      # capacity.fanout_summary of this run's trials (None when none ran)
+    failed_all: str | None = None   # the first error, when every trial of the study failed
 
 
 def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cell], out):
     """(tracker, parent run id), or (None, None) when the store cannot be reached: the study goes on,
-    its results stay in the study folder, and ``python -m orthoscale.sync`` replays them later."""
+    its results stay in the study folder, and ``orthoscale sync`` replays them later."""
     uri, experiment = tracking_uri(cfg), experiment_name(cfg)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # bounded: an outage costs seconds, not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -107,10 +81,10 @@ def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cel
                   "orthoscale.overrides": " ".join(overrides), "orthoscale.git_commit": git_commit(),
                   "mlflow.note.content": cfg.family.description})
         return tracker, parent
-    except Exception as err:  # noqa: BLE001 — any failure to reach tracking must not cost the study
+    except Exception as err:  # any failure to reach tracking must not cost the study
         print(f"warning: MLflow at {redact(uri)} is unreachable ({type(err).__name__}: "
               f"{redact(str(err)).splitlines()[0][:200]}); results are kept in the study folder — "
-              f"replay them with: python -m orthoscale.sync {name}", file=out, flush=True)
+              f"replay them with: orthoscale sync {name}", file=out, flush=True)
         return None, None
 
 
@@ -125,7 +99,7 @@ FANOUT_METRICS = ("concurrency_mean", "concurrency_peak", "slots", "hosts_used",
 
 def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
     try:
-        tracker.client.log_artifact(parent, str(folder / "config.json"))
+        tracker.client.log_artifact(parent, str(folder / PLAN))
         log_artifacts(tracker, parent, folder / "report")
         if fanout:
             for key in FANOUT_METRICS:
@@ -140,9 +114,9 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
             tracker.client.set_tag(parent, f"orthoscale.law.{key}", json.dumps(law))
         tracker.finish(parent, "FINISHED")
         return True
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         print(f"warning: the study's report did not reach MLflow ({type(err).__name__}); "
-              "rerun the command or python -m orthoscale.sync to replay it", file=out, flush=True)
+              "rerun the command or orthoscale sync to replay it", file=out, flush=True)
         return False
 
 
@@ -151,22 +125,30 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
     state = state_dir(cfg)
     overrides = redact(list(overrides))
-    cells = [Cell(c.index, c.values, c.settings, redact(data_root(c.config, state))) for c in cells]
+    cells = [Cell(c.index, c.values, c.settings, redact(with_data_root(c.config))) for c in cells]
     name = study_name(cfg, cells)
-    folder = state / "studies" / name
+    folder = study_folder(state, name)
     if not cfg.study.resume and run_trials and (folder / "results.jsonl").exists():
         name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        folder = state / "studies" / name
+        folder = study_folder(state, name)
     arrays = load_inputs(cells)
     check_record_outlives_job(cfg)
+    if any(c.config["optim"]["device"] == "cuda" for c in cells) and cfg.ray.gpus_per_trial <= 0:
+        raise ConfigError("optim.device=cuda: trials get no GPU with ray.gpus_per_trial=0; set it (cluster=gpu) "
+                          "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
+    searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
+    if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before anything starts
+        from .runner import check_resources, connect
+
+        connect(cfg.ray, cfg.study.verbose)
+        check_resources(cfg.ray, cells)
     save_plan(folder, cfg, overrides, cells)
     tracker, parent = _open_tracking(cfg, name, overrides, cells, out)
     writer = TrackingWriter(tracker, parent, name)
     for rec in finished:  # replays any record that did not reach tracking before an interruption
         writer.submit(rec)
-    searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
           f"{f', {len(finished)} already done' if finished else ''} · MLflow {redact(tracking_uri(cfg))}",
           file=out, flush=True)
@@ -174,14 +156,23 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     if searcher.remaining() and run_trials:
         fanout = _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, arrays, out)
     writer.close()
-    result = report.write(folder / "report", cells, store.load())
+    records = store.load()
+    result = report.write(folder / "report", cells, records)
     if fanout:
         (folder / "report" / "fanout.json").write_text(dumps(fanout))
         result["text"] += "\n" + "\n".join(x for x in (fanout["line"], fanout["warning"]) if x)
     synced = tracker is not None and _close_tracking(tracker, parent, folder, result, fanout, out)
     return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),
                        result["rows"], result["scaling"], result["text"], writer.seconds, writer.logged,
-                       writer.failed + ([] if synced else ["<parent report>"]), fanout)
+                       writer.failed + ([] if synced else ["<parent report>"]), experiment_name(cfg), fanout,
+                       first_error(records))
+
+
+def first_error(records: list[dict]) -> str | None:
+    """The first error when every trial failed (None otherwise, or when there are no trials)."""
+    if records and all(r["status"] == "FAILED" for r in records):
+        return next((r["error"] for r in records if r.get("error")), "unknown error")
+    return None
 
 
 def load_inputs(cells: list[Cell]) -> dict:
@@ -200,13 +191,13 @@ def load_inputs(cells: list[Cell]) -> dict:
 
 def save_plan(folder: Path, cfg: Config, overrides: list[str], cells: list[Cell]) -> None:
     """Everything needed to resume or sync the study without the configs that composed it."""
-    (folder / "config.json").write_text(dumps({
+    (folder / PLAN).write_text(dumps({
         "config": redact(to_dict(cfg)), "overrides": overrides,
         "cells": [c.to_dict() for c in cells]}))
 
 
 def load_plan(folder: Path) -> tuple[dict, list[str], list[Cell]]:
-    plan = json.loads((folder / "config.json").read_text())
+    plan = read_plan(folder)
     cells = [Cell.from_dict(c) for c in plan["cells"]]
     return plan["config"], plan["overrides"], cells
 
@@ -233,10 +224,8 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
 
     from .capacity import Capacity, fanout_summary
     from .progress import Progress
-    from .runner import Recorder, check_resources, connect, run_tuner, worker_hosts
+    from .runner import Recorder, run_tuner, worker_hosts
 
-    connect(cfg.ray, cfg.study.verbose)
-    check_resources(cfg.ray)
     capacity = Capacity(cfg.ray, ray.cluster_resources)
     hosts_before = worker_hosts()
     done_before: dict[int, int] = {}

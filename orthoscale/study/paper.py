@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from .compose import plan
-from .driver import StudyResult, check_record_outlives_job, run_study, state_dir
+from .config import ConfigError
+from .driver import StudyResult, check_record_outlives_job, run_study
+from .locations import artifact_location, state_dir, tracking_uri
 from .report import rate_count, rate_label
-from .secrets import redact
 from .tracking import Tracker
 
 FAMILIES = ("paper_mnist", "paper_gd", "paper_nonlinear", "paper_protocol")
@@ -107,7 +108,8 @@ def _side_by_side(res: StudyResult) -> list[str]:
     s = _series(res.rows, ("variant", "optim.method"))
     for variant in sorted({k.split(" · ")[0] for k in s}):
         rgd, gd = s.get(f"{variant} · rgd", {}), s.get(f"{variant} · gd", {})
-        lines += [f"**{variant}**", "", "| N | RGD ρ | RGD iters to tol | GD ρ | GD iters to tol | (1 − ρ_RGD)/(1 − ρ_GD) |",
+        lines += [f"**{variant}**", "",
+                  "| N | RGD ρ | RGD iters to tol | GD ρ | GD iters to tol | (1 − ρ_RGD)/(1 − ρ_GD) |",
                   "|---|---|---|---|---|---|"]
         for d in sorted(set(rgd) | set(gd)):
             r, g = rgd.get(d), gd.get(d)
@@ -166,7 +168,8 @@ def conclusions(results: dict[str, StudyResult]) -> list[str]:
                      if rgd[d]["best_rate"] is not None and g[d]["best_rate"] is not None]
             if pairs:
                 out.append(f"- RGD vs plain GD, {variant} targets: " + "; ".join(
-                    f"N={d} ρ {a['best_rate']:.4f} vs {b['best_rate']:.4f} (iterations to tol {_iters(a)} vs {_iters(b)})"
+                    f"N={d} ρ {a['best_rate']:.4f} vs {b['best_rate']:.4f} "
+                    f"(iterations to tol {_iters(a)} vs {_iters(b)})"
                     for d, a, b in pairs) + ".")
     nl = results.get("paper_nonlinear")
     if nl:
@@ -221,7 +224,8 @@ CHOICES = [
 def write_report(folder: Path, results: dict[str, StudyResult], scale: str, overrides: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["# RGD on orthonormal deep linear networks: the paper's experiments, reproduced", "",
-             f"Scale `{scale}`; extra overrides: `{' '.join(overrides) or '—'}`; generated {time.strftime('%Y-%m-%d %H:%M')}.",
+             f"Scale `{scale}`; extra overrides: `{' '.join(overrides) or '—'}`; "
+             f"generated {time.strftime('%Y-%m-%d %H:%M')}.",
              "", "## Choices where the paper is not explicit", "", *CHOICES, ""]
     for name, res in results.items():
         title, axes = SECTIONS[name]
@@ -245,21 +249,13 @@ def write_report(folder: Path, results: dict[str, StudyResult], scale: str, over
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    scale = next((a.split("=", 1)[1] for a in args if a.startswith("paper.scale=")), "small")
+def run_paper(scale: str, overrides: list[str]) -> Path:
+    """The four studies at ``scale`` (SCALES) with ``overrides``, their report on disk and in MLflow; returns
+    the report's path. ConfigError before anything runs for a bad scale or override."""
     if scale not in SCALES:
-        print(f"orthoscale: invalid config: paper.scale={scale!r}: must be one of {', '.join(SCALES)}", file=sys.stderr)
-        return 2
-    overrides = [a for a in args if not a.startswith("paper.scale=")]
-    from .config import ConfigError
-
-    try:
-        studies = {f: plan([f"family={f}", *SCALES[scale], *overrides])[0] for f in FAMILIES}
-        check_record_outlives_job(studies[FAMILIES[0]][0])
-    except ConfigError as err:
-        print(f"orthoscale: invalid config: {redact(str(err))}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"paper.scale={scale!r}: must be one of {', '.join(SCALES)}")
+    studies = {f: plan([f"family={f}", *SCALES[scale], *overrides])[0] for f in FAMILIES}
+    check_record_outlives_job(studies[FAMILIES[0]][0])
     results = {}
     for family, (cfg, ov, cells) in studies.items():
         results[family] = run_study(cfg, cells, ov)
@@ -267,8 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = studies[FAMILIES[0]][0]
     folder = state_dir(cfg) / "paper" / scale
     path = write_report(folder, results, scale, overrides)
-    from .driver import artifact_location, tracking_uri
-
     try:
         tracker = Tracker(tracking_uri(cfg), "orthoscale-paper", artifact_location(cfg, "orthoscale-paper"))
         run = tracker.client.create_run(tracker.experiment_id, run_name=f"paper-{scale}",
@@ -277,7 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         for f in sorted(folder.iterdir()):
             tracker.client.log_artifact(run.info.run_id, str(f))
         tracker.finish(run.info.run_id)
-    except Exception as err:  # noqa: BLE001 — the report is on disk either way
+    except Exception as err:  # the report is on disk either way
         print(f"warning: the paper report did not reach MLflow ({type(err).__name__})", file=sys.stderr)
-    print(f"\nreport: {path}")
-    return 0
+    return path

@@ -11,7 +11,7 @@ import time
 
 from ray.tune import Callback
 
-from .trial import FINAL
+from .results import FINAL
 
 
 class Progress(Callback):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..rates import RateEstimate, fit_power_law, on_edge
 from ..train import OUTCOMES
 from .cells import Cell
+from .results import TrialResult
 
 DEPTH, SEED = "model.depth", "seed"
 RATED = ("fit", "short")  # estimate kinds that are rates; "instant" (solved in 1–2 steps) is only a bound
@@ -36,33 +36,30 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
     rows = []
     for cell in cells:
         recs = by_cell.get(cell.index, [])
-        done = [r for r in recs if r["status"] == "FINISHED" and r.get("result")]
-        counts = Counter(r["result"]["outcome"] if r.get("result") and r["status"] == "FINISHED"
-                         else ("pruned" if r["status"] == "KILLED" else "failed") for r in recs)
-        best = min(done, key=lambda r: r["result"]["objective"], default=None)
-        res = best["result"] if best else {}
+        done = [(r, TrialResult.from_dict(r["result"])) for r in recs if r["status"] == "FINISHED" and r.get("result")]
+        counts = Counter([res.outcome for _, res in done] +
+                         ["pruned" if r["status"] == "KILLED" else "failed" for r in recs
+                          if not (r["status"] == "FINISHED" and r.get("result"))])
+        best, res = min(done, key=lambda d: d[1].objective, default=(None, TrialResult()))
         s = cell.config["search"]
         tried = [r["lr"] for r in recs if r.get("lr")]
         lo, hi = min([s["lr_min"], *tried]), max([s["lr_max"], *tried])  # the range, as edge re-search widened it
-        edge = on_edge(res["lr"], lo, hi) if best and cell.config["optim"]["protocol"] == "tuned" else ""
-        kind = res.get("rate_kind") or ("fit" if res.get("rate") is not None else None)
-        rate = res.get("rate_estimate", res.get("rate")) if kind in RATED else None
+        edge = on_edge(res.lr, lo, hi) if best and cell.config["optim"]["protocol"] == "tuned" else ""
+        kind = res.rate_kind or ("fit" if res.rate is not None else None)
+        rate = (res.rate_estimate if res.rate_estimate is not None else res.rate) if kind in RATED else None
         row = {
             "cell": cell.id, **{k: v for k, v in cell.values}, "depth": cell.get(DEPTH), "seed": cell.get(SEED),
             "trials": len(recs), **{o: counts.get(o, 0) for o in (*OUTCOMES, "failed")},
-            "best_lr": res.get("lr"), "best_rate": rate, "best_iters": res.get("iters_to_tol"),
-            "best_objective": res.get("objective"), "rate_kind": kind if rate is not None else None,
-            "rate_ci": res.get("rate_ci"), "rate_points": res.get("rate_points"),
-            "min_rate": min((r["result"]["rate"] for r in done if r["result"].get("rate") is not None), default=None),
+            "best_lr": res.lr, "best_rate": rate, "best_iters": res.iters_to_tol, "best_objective": res.objective,
+            "rate_kind": kind if rate is not None else None, "rate_ci": res.rate_ci, "rate_points": res.rate_points,
+            "min_rate": min((d.rate for _, d in done if d.rate is not None), default=None),
             "lr_on_edge": edge, "lr_range": [lo, hi], "best_key": best["key"] if best else None,
-            "outcome": res.get("outcome"), "tail_rate": res.get("tail_rate"),
+            "outcome": res.outcome if best else None, "tail_rate": res.tail_rate,
             # theory beside the measurement: ρ_lin² at the best μ, and the best rate any μ could give
-            "theory_rate": res.get("theory_rate"), "theory_mu_opt": res.get("theory_mu_opt"),
-            "theory_rate_opt": res.get("theory_rate_opt"),
-            "rate_ratio": _gap(rate, res.get("theory_rate")),
-            "search_gap": _gap(rate, res.get("theory_rate_opt")),
+            "theory_rate": res.theory_rate, "theory_mu_opt": res.theory_mu_opt, "theory_rate_opt": res.theory_rate_opt,
+            "rate_ratio": _gap(rate, res.theory_rate), "search_gap": _gap(rate, res.theory_rate_opt),
         }
-        row["note"] = "" if rate is not None else outcome_note(res, counts, kind)
+        row["note"] = "" if rate is not None else outcome_note(res if best else None, counts, kind)
         rows.append(row)
     return rows
 
@@ -75,10 +72,10 @@ def rate_label(row: dict) -> str:
     return RateEstimate(row["best_rate"], lo, hi, row.get("rate_points") or 0, row["rate_kind"] or "fit").label
 
 
-def _slowing(res: dict) -> str:
+def _slowing(res: TrialResult) -> str:
     """" and slowing (ρ a → b)" when the contraction over the last quarter of the run is weaker than over the
     quarter before (from the logged curve), else ""."""
-    steps, values = res.get("curve_steps") or [], (res.get("curves") or {}).get("rel_excess") or []
+    steps, values = res.curve_steps or [], (res.curves or {}).get("rel_excess") or []
     if len(steps) < 4 or steps[-1] < 8:
         return ""
     at = lambda t: min(range(len(steps)), key=lambda i: abs(steps[i] - t))  # noqa: E731
@@ -97,28 +94,26 @@ def rate_count(rows: list[dict]) -> str:
             f"{kinds.get('short', 0)} estimated from a short run)")
 
 
-def outcome_note(res: dict, counts: Counter, kind: str | None) -> str:
+def outcome_note(res: TrialResult | None, counts: Counter, kind: str | None) -> str:
     """Why a cell has no rate, in words, from its best trial (``res``) and the outcomes of all its trials."""
     tally = ", ".join(f"{n} {o}" for o, n in counts.most_common())
-    if not res:
+    if res is None:
         return f"no finished trial ({tally or 'none ran'})"
-    steps = res.get("steps")
-    if res.get("at_solution"):
-        return f"start already at the solution: initial relative excess {res['start_rel_excess']:.1e} ≤ tol"
+    if res.at_solution:
+        return f"start already at the solution: initial relative excess {res.start_rel_excess:.1e} ≤ tol"
     if kind == "instant":
-        return (f"solved in {res.get('iters_to_tol')} step(s) from relative excess {res.get('start_rel_excess', 1):.2g}"
+        return (f"solved in {res.iters_to_tol} step(s) from relative excess {res.start_rel_excess:.2g}"
                 " — too few to measure a rate (a start whose error one step removes)")
-    if res["outcome"] == "stalled":
-        return (f"stalled at a plateau of relative excess h = {res['final_rel_excess']:.2g} after {steps} steps "
+    if res.outcome == "stalled":
+        return (f"stalled at a plateau of relative excess h = {res.final_rel_excess:.2g} after {res.steps} steps "
                 f"({tally})")
-    if res["outcome"] == "diverged":
+    if res.outcome == "diverged":
         return f"diverged at every μ tried ({tally})"
-    tail, need = res.get("tail_rate"), res.get("steps_needed")
-    if res["outcome"] == "budget" and tail is not None and tail < 1:
-        more = f"; ~{need} more steps to tol at that rate, past stop.extend_to" if need else ""
-        return (f"no linear phase in {steps} steps: still contracting at ρ_tail = {tail:.5f} per step"
-                f"{_slowing(res)}, at relative excess {res['final_rel_excess']:.2g}{more}")
-    return f"{res['outcome']} after {steps} steps without a linear phase ({res.get('rate_note', '')}; {tally})"
+    if res.outcome == "budget" and res.tail_rate is not None and res.tail_rate < 1:
+        more = f"; ~{res.steps_needed} more steps to tol at that rate, past stop.extend_to" if res.steps_needed else ""
+        return (f"no linear phase in {res.steps} steps: still contracting at ρ_tail = {res.tail_rate:.5f} per step"
+                f"{_slowing(res)}, at relative excess {res.final_rel_excess:.2g}{more}")
+    return f"{res.outcome} after {res.steps} steps without a linear phase ({res.rate_note or ''}; {tally})"
 
 
 def scaling(cells: list[Cell], rows: list[dict]) -> dict:
@@ -144,11 +139,12 @@ def table(rows: list[dict]) -> str:
     head = f"{'cell':<28} {'trials':>6} {'conv':>4} {'div':>4} {'stall':>5} {'prun':>4} {'fail':>4} " \
            f"{'best μ':>10} {'ρ':>8} {'ρ_th(μ)':>8} {'ratio':>6} {'μ_opt':>8} {'ρ_opt':>8} {'iters':>6}  edge"
     lines = [head, "-" * len(head)]
-    fmt = lambda v, f: (format(v, f) if v is not None else "—")  # noqa: E731
+    fmt = lambda v, f: (format(v, f) if v is not None else "—")
+    approx = lambda r: "≈" if r["rate_kind"] == "short" else ""
     for r in rows:
         lines.append(f"{r['cell']:<28} {r['trials']:>6} {r['converged']:>4} {r['diverged']:>4} "
                      f"{r['stalled'] + r['budget']:>5} {r['pruned']:>4} {r['failed']:>4} "
-                     f"{fmt(r['best_lr'], '.4g'):>10} {('≈' if r['rate_kind'] == 'short' else '') + fmt(r['best_rate'], '.5f'):>8} "
+                     f"{fmt(r['best_lr'], '.4g'):>10} {approx(r) + fmt(r['best_rate'], '.5f'):>8} "
                      f"{fmt(r['theory_rate'], '.5f'):>8} {fmt(r['rate_ratio'], '.3f'):>6} "
                      f"{fmt(r['theory_mu_opt'], '.4g'):>8} {fmt(r['theory_rate_opt'], '.5f'):>8} "
                      f"{fmt(r['best_iters'], 'd'):>6}  {r['lr_on_edge']}")

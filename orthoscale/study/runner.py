@@ -23,7 +23,8 @@ from .config import ConfigError, RayCfg
 from .search import CellPruner, CellSearch
 from .store import ResultStore
 from .tracking import TrackingWriter
-from .trial import FINAL, run_trial, step_size
+from .results import FINAL, TrialResult
+from .trial import run_trial, step_size
 
 
 def connect(spec: RayCfg, verbose: int) -> str:
@@ -39,9 +40,11 @@ def connect(spec: RayCfg, verbose: int) -> str:
     return "local"
 
 
-def check_resources(spec: RayCfg) -> None:
+def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
     total = ray.cluster_resources()
+    if any(c.config["optim"]["device"] == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+        raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
     if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
         raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
     if total.get("CPU", 0) < spec.cpus_per_trial:
@@ -59,10 +62,8 @@ def make_trainable(threads: int):
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
         result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
-        ctx = tune.get_context()
-        result["node_id"] = ray.get_runtime_context().get_node_id()
-        result["tune_trial_id"] = ctx.get_trial_id()
-        tune.report(result)
+        result.node_id = ray.get_runtime_context().get_node_id()
+        tune.report({**result.to_dict(), FINAL: True})
     return orthoscale_trial
 
 
@@ -95,16 +96,17 @@ class Recorder(DriverOnly, tune.Callback):
     def _record(self, trial, status: str, error: str | None = None) -> None:
         cfg, res = trial.config, dict(trial.last_result or {})
         cell = self.cells[cfg["cell_index"]]
-        result = {k: res[k] for k in res if k in FINAL_KEYS} if res.get(FINAL) else (
-            {"outcome": "pruned", "steps": res.get("step"), "final_rel_excess": res.get("rel_excess"),
-             "objective": res.get("objective")} if res else None)
-        mu = (result or {}).get("lr") or step_size(cell.config, cfg["lr"])
+        mu = step_size(cell.config, cfg["lr"])
+        result = TrialResult.from_dict(res) if res.get(FINAL) else (
+            TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
+                        objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
-               "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result, "error": error,
+               "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result.to_dict() if result else None,
+               "error": error,
                "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
-               "rerun": " ".join(["python -m orthoscale.train", *self.prefix, *cell.overrides,
+               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
                                   "optim.protocol=fixed", f"optim.lr={mu!r}"])}
         self.store.append(rec)
         self.writer.submit(rec)
@@ -115,14 +117,6 @@ class Recorder(DriverOnly, tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         err = trial.get_error()
         self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
-
-
-FINAL_KEYS = (FINAL, "lr", "outcome", "reason", "steps", "iters_to_tol", "objective", "observed_rate", "rate",
-              "rate_r2", "rate_window", "rate_note", "final_rel_excess", "final_loss", "ortho_error", "e2e_error", "seconds",
-              "seconds_per_step", "device", "node", "pid", "curve_steps", "curves", "node_id", "theory_rate",
-              "theory_mu_opt", "theory_rate_opt", "theory_mu_max", "python",
-              "rate_estimate", "rate_kind", "rate_ci", "rate_points", "start_rel_excess", "at_solution",
-              "tail_rate", "steps_needed")
 
 
 def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,

@@ -2,12 +2,12 @@
 
 All cells' trials go through one Tuner, so the cluster stays busy; each cell's μ is searched on a
 log scale by its own Optuna study. Suggestions go breadth-first (the cell with fewest trials
-launched), so cells progress together. A cell whose trials are all in and whose best μ lies on an edge of
-its range (rates.on_edge) has that bound moved by ``search.edge_factor`` and gets ``search.startup_trials``
-more trials, at most ``search.edge_rounds`` times: a best μ outside the first range is found, not clipped. ``CellPruner`` lets each cell's Optuna pruner stop its
-hopeless trials from their intermediate reports. Each Optuna trial is sampled with a seed derived
-from (search.seed, cell, trial number), so a study — resumed or not — draws the same μ sequence
-at concurrency 1.
+launched), so cells progress together. A cell whose trials are all in and whose best μ is its outermost
+trial near a bound of its range (WIDEN_MARGIN) has that bound moved by ``search.edge_factor`` and gets
+``search.startup_trials`` more trials, at most ``search.edge_rounds`` times: a best μ outside the first range
+is found, not clipped. ``CellPruner`` lets each cell's Optuna pruner stop its hopeless trials from their
+intermediate reports. Each Optuna trial is sampled with a seed derived from (search.seed, cell, trial
+number), so a study — resumed or not — draws the same μ sequence at concurrency 1.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 
 from .. import rates
 from .cells import Cell
-from .trial import FINAL
+from .results import FINAL
 
 METRIC = "objective"
 WIDEN_MARGIN = 0.15  # re-search past a bound when the best μ is the outermost tried and this close to it

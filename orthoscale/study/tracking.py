@@ -19,13 +19,12 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from .cells import Cell
+from .results import TrialResult
 from .secrets import split_credentials
 
 log = logging.getLogger("orthoscale.tracking")
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
-SUMMARY = ("objective", "rate", "rate_r2", "iters_to_tol", "final_rel_excess", "final_loss", "ortho_error",
-           "e2e_error", "seconds", "seconds_per_step", "steps", "lr", "theory_rate", "theory_mu_opt",
-           "theory_rate_opt", "theory_mu_max")
+SUMMARY = TrialResult.metrics()
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
@@ -128,18 +127,16 @@ class Tracker:
             for run in page:
                 tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
                 history = self.client.get_metric_history(run.info.run_id, "rel_excess")
-                result = {k: metrics[k] for k in SUMMARY if k in metrics}
-                result.update(outcome=tags.get("orthoscale.outcome"), reason=tags.get("orthoscale.reason"),
-                              curve_steps=[m.step for m in history], curves={"rel_excess": [m.value for m in history]})
-                for k in ("iters_to_tol", "steps"):
-                    if k in result:
-                        result[k] = int(result[k])
-                result.setdefault("rate", None)
-                result.setdefault("iters_to_tol", None)
+                result = TrialResult.from_dict({k: metrics[k] for k in SUMMARY if k in metrics})
+                result.outcome, result.reason = tags.get("orthoscale.outcome"), tags.get("orthoscale.reason")
+                result.curve_steps = [m.step for m in history]
+                result.curves = {"rel_excess": [m.value for m in history]}
+                result.iters_to_tol = None if result.iters_to_tol is None else int(result.iters_to_tol)
+                result.steps = None if result.steps is None else int(result.steps)
                 records.append({"key": tags[TRIAL_TAG], "cell_index": ids[tags["orthoscale.cell"]],
                                 "cell": tags["orthoscale.cell"], "trial_number": int(params.get("trial_number", 0)),
                                 "lr": float(params["lr"]), "status": run.info.status,
-                                "result": result if run.info.status != "FAILED" else None})
+                                "result": result.to_dict() if run.info.status != "FAILED" else None})
             token = page.token
             if not token:
                 return plan, records
@@ -177,7 +174,7 @@ class TrackingWriter:
                     self.done.add(rec["key"])
                     self.logged += 1
                     break
-                except Exception as err:  # noqa: BLE001 — tracking must not stop the study; the record is durable
+                except Exception as err:  # tracking must not stop the study; the record is durable
                     log.warning("logging trial %s failed (attempt %d/%d): %s", rec["key"], attempt + 1,
                                 self.retries, err)
                     time.sleep(0.5 * 2 ** attempt)

@@ -21,9 +21,9 @@ from ..network import Architecture, stack
 from ..optim import Optimizer
 from ..train import StopRules, Trajectory, train
 from .config import widths
+from .results import FINAL, TrialResult
 
 
-FINAL = "orthoscale_final"  # marks a trial's summary; Tune's own "done" is also set on trials it stops
 
 
 def pick_device(how: str) -> str:
@@ -57,13 +57,17 @@ def _problem(key: str) -> data.Problem:
                                device=spec["device"])
 
 
+def problem_key(cfg: dict, device: str) -> str:
+    """What a cell's problem depends on, as a cache key."""
+    m = cfg["model"]
+    return json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
+                       "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
+                       "device": device}, sort_keys=True)
+
+
 def problem_for(cfg: dict, device: str) -> data.Problem:
     """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
-    m = cfg["model"]
-    key = json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
-                      "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
-                      "device": device}, sort_keys=True)
-    return _problem(key)
+    return _problem(problem_key(cfg, device))
 
 
 def widths_of(cfg: dict, input_dim: int | None = None) -> list[int]:
@@ -144,26 +148,26 @@ def build(cfg: dict, device: str):
     return problem, arch, [B.to(device) for B in blocks]
 
 
-_SPECTRA: dict = {}
-
-
-def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture) -> theory.LocalSpectrum | None:
+def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture, device: str) -> theory.LocalSpectrum | None:
     """The exact local spectrum at the teacher, once per (problem, method, balance) in this process; None
     where the theory does not apply (no teacher, nonlinear network, other loss, teacher not representable)."""
     o, limit = cfg["optim"], cfg["study"]["theory_max_dim"]
     if problem.teacher is None or not arch.linear or o["loss"] != "squared" or arch.widths[0] * arch.widths[-1] > limit:
         return None
-    key = (id(problem), arch, o["method"], o["balance"])
-    if key not in _SPECTRA:
-        try:
-            _SPECTRA[key] = theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments,
-                                                  method=o["method"], balance=o["balance"])
-        except ValueError:
-            _SPECTRA[key] = None
-    return _SPECTRA[key]
+    return _spectrum(problem_key(cfg, device), arch, o["method"], o["balance"])
 
 
-def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> dict:
+@functools.lru_cache(maxsize=32)
+def _spectrum(key: str, arch: Architecture, method: str, balance: str) -> theory.LocalSpectrum | None:
+    problem = _problem(key)
+    try:
+        return theory.local_spectrum(stack(list(problem.teacher), arch), arch, problem.moments, method=method,
+                                     balance=balance)
+    except theory.NotApplicable:
+        return None
+
+
+def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> TrialResult:
     """Train one network; ``report(metrics)`` is called every ``search.report_every`` steps (it may
     return True to stop the trial early). Returns summary metrics and downsampled curves."""
     if threads:
@@ -172,9 +176,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
     mu = step_size(cfg, lr)
     problem, arch, blocks = build(cfg, device)
     o, s, search = cfg["optim"], cfg["stop"], cfg["search"]
-    rules = StopRules(tol=s["tol"], max_iters=s["max_iters"], diverge_factor=s["diverge_factor"],
-                      stall_window=s["stall_window"], stall_improvement=s["stall_improvement"],
-                      max_seconds=s["max_seconds"])
+    rules = StopRules(**s)
 
     def progress(offset: int):
         def call(t: int, traj: Trajectory):
@@ -193,7 +195,7 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
         tail, blocks = train(problem, arch, blocks, opt, rest, loss=o["loss"], path=o["path"],
                              callback=progress(traj.steps), callback_every=search["report_every"])
         traj = joined(traj, tail)
-    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch))
+    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch, device))
 
 
 def extension(traj: Trajectory, stop: dict, loss: str) -> int:
@@ -218,7 +220,7 @@ def joined(head: Trajectory, tail: Trajectory) -> Trajectory:
 
 
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
-              spectrum: theory.LocalSpectrum | None = None) -> dict:
+              spectrum: theory.LocalSpectrum | None = None) -> TrialResult:
     fit = rates.fit_rate(traj.rel_excess)
     est = estimate(traj, cfg["stop"], fit)
     rho = est.conservative if est else None
@@ -229,23 +231,21 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
     if traj.e2e_error:
         curves["e2e_error"] = [traj.e2e_error[i] for i in steps]
     hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
-    return {
-        "lr": mu, "outcome": traj.outcome, "reason": traj.reason, "steps": traj.steps,
-        "iters_to_tol": hit, "objective": objective(traj, cfg["stop"], cfg["search"], rho), "observed_rate": rho,
-        "rate": fit.rate, "rate_r2": fit.r2 if fit.found else None, "rate_window": [fit.start, fit.end],
-        "rate_note": fit.reason,
-        "rate_estimate": est.rate if est else None, "rate_kind": est.kind if est else None, "rate_ci": [est.low, est.high] if est else None,
-        "rate_points": est.points if est else None, "start_rel_excess": traj.rel_excess[0],
-        "at_solution": at_solution(traj, cfg["stop"]),
-        "tail_rate": rates.tail_rate(traj.rel_excess), "steps_needed": rates.steps_to(traj.rel_excess, cfg["stop"]["tol"])
-        if traj.outcome == "budget" else None, "final_rel_excess": traj.rel_excess[-1], "final_loss": traj.loss[-1],
-        "ortho_error": max(traj.ortho_error), "e2e_error": traj.e2e_error[-1] if traj.e2e_error else None,
-        "seconds": traj.seconds, "seconds_per_step": traj.seconds / max(traj.steps, 1),
-        "device": device, "node": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
-        "curve_steps": steps, "curves": curves, FINAL: True,
+    return TrialResult(
+        lr=mu, outcome=traj.outcome, reason=traj.reason, steps=traj.steps, iters_to_tol=hit,
+        objective=objective(traj, cfg["stop"], cfg["search"], rho), observed_rate=rho, rate=fit.rate,
+        rate_r2=fit.r2 if fit.found else None, rate_window=[fit.start, fit.end], rate_note=fit.reason,
+        final_rel_excess=traj.rel_excess[-1], final_loss=traj.loss[-1], ortho_error=max(traj.ortho_error),
+        e2e_error=traj.e2e_error[-1] if traj.e2e_error else None, seconds=traj.seconds,
+        seconds_per_step=traj.seconds / max(traj.steps, 1), device=device, node=socket.gethostname(),
+        pid=os.getpid(), python=platform.python_version(), curve_steps=steps, curves=curves,
+        rate_estimate=est.rate if est else None, rate_kind=est.kind if est else None,
+        rate_ci=[est.low, est.high] if est else None, rate_points=est.points if est else None,
+        start_rel_excess=traj.rel_excess[0], at_solution=at_solution(traj, cfg["stop"]),
+        tail_rate=rates.tail_rate(traj.rel_excess),
+        steps_needed=rates.steps_to(traj.rel_excess, cfg["stop"]["tol"]) if traj.outcome == "budget" else None,
         # the exact local rate of the loss at this μ and the best one over μ (theory.py), where it applies
-        "theory_rate": spectrum.loss_rate(mu) if spectrum else None,
-        "theory_mu_opt": spectrum.mu_opt if spectrum else None,
-        "theory_rate_opt": spectrum.loss_rate_opt if spectrum else None,
-        "theory_mu_max": spectrum.mu_max if spectrum else None,
-    }
+        theory_rate=spectrum.loss_rate(mu) if spectrum else None,
+        theory_mu_opt=spectrum.mu_opt if spectrum else None,
+        theory_rate_opt=spectrum.loss_rate_opt if spectrum else None,
+        theory_mu_max=spectrum.mu_max if spectrum else None)

@@ -34,7 +34,7 @@ def steps_for(seconds: float) -> int:
                            "stop.max_iters=300", "optim.protocol=fixed", "optim.lr=0.2"])
     run_trial(cells[0].config, threads=1)  # warm-up
     res = run_trial(cells[0].config, threads=1)
-    return max(50, int(seconds / res["seconds_per_step"]))
+    return max(50, int(seconds / res.seconds_per_step))
 
 
 def study_args(steps: int, state: Path) -> list[str]:

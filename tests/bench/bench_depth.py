@@ -24,11 +24,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten_ops, fmt_check, fmt_ms,  # noqa: E402
                     fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
                     parse_args)
-from orthoscale import data, init, loop, losses, optim, stiefel  # noqa: E402
+from orthoscale import data, init, losses, optim, stiefel  # noqa: E402
+from tests import loop  # noqa: E402
 from orthoscale.network import Architecture, layers  # noqa: E402
 
 LR = 0.1
@@ -130,7 +132,8 @@ def main() -> None:
                   f"{'met' if ok_r else 'MISSED'}){tag}")
 
     arch, problem, blocks = setup(PROFILE_D, max(Ns), DTYPES[PROFILE_DTYPE], seed=1)
-    print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} (each phase timed alone)")
+    print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} "
+          "(each phase timed alone)")
     breakdown(arch, problem, blocks, LR, budget=budget, min_reps=min_reps, profile=args.profile)
     footer_load(load)
 

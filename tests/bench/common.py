@@ -209,7 +209,7 @@ def median_time(fn: Callable[[], object], *, setup: Callable[[], object] | None 
         if setup is not None:
             setup()
         fn()
-    for attempt in range(Quiet.tries):
+    for _ in range(Quiet.tries):
         Quiet.wait()
         probe = CpuLoad()
         faults0 = _minor_faults()

@@ -69,8 +69,8 @@ def main():
     print(f"\nsoak: {n} trials in {wall:.0f} s ({60 * n / wall:.0f} trials/min) on 2 workers")
     print(f"driver RSS: start {rss[0] / 2 ** 20:.0f} MiB, peak {max(rss) / 2 ** 20:.0f} MiB; peak per quarter "
           + " / ".join(f"{x:.0f}" for x in quarters) + " MiB")
-    print(f"durable store: {len(lines)} lines, {n} unique trials; MLflow: {len(kids)} child runs, {len(dup)} duplicated;"
-          f" tracking thread {res.logging_seconds:.0f} s busy, {len(res.unlogged)} not logged")
+    print(f"durable store: {len(lines)} lines, {n} unique trials; MLflow: {len(kids)} child runs, "
+          f"{len(dup)} duplicated; tracking thread {res.logging_seconds:.0f} s busy, {len(res.unlogged)} not logged")
     ok = n == len(lines) == len(kids) == cells.__len__() * per_cell and not dup and not res.unlogged
     print("OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)

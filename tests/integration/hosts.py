@@ -71,7 +71,7 @@ class Hosts:
         try:
             self._bridge()
             self._start_head()
-            for k in range(workers):
+            for _ in range(workers):
                 self.add_worker()
             self.wait_for(workers)
         except BaseException:

@@ -55,7 +55,8 @@ class Postgres:
         try:
             pg = pwd.getpwnam("postgres")
         except KeyError:
-            raise AssertionError("no `postgres` system user: install Debian's postgresql package (`make postgres`)")
+            raise AssertionError("no `postgres` system user: install Debian's postgresql package "
+                                 "(`make postgres`)") from None
         root.mkdir(mode=0o700)
         self.sock.mkdir(mode=0o700)
         pwfile = root / "pwfile"

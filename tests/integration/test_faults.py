@@ -14,7 +14,7 @@ import pytest
 
 from orthoscale.train import OUTCOMES
 
-from .conftest import ROOT, TINY, MlflowServer, free_port, plan_and_run, run_cli, runs
+from .conftest import ROOT, TINY, MlflowServer, free_port, plan_and_run, run_cli, runs, sweep_cmd
 
 pytestmark = pytest.mark.integration
 LONG = ["model.width=16", "model.depth=16", "stop.tol=1e-300", "stop.max_iters=2500", "stop.stall_window=3000",
@@ -35,8 +35,8 @@ def test_unreachable_tracking_keeps_results_and_sync_replays_them_once(ray_local
     assert len(lines) == 3
     server = MlflowServer(tmp_path, port)
     try:
-        for attempt in range(2):  # a second sync must not duplicate anything
-            out = subprocess.run([sys.executable, "-m", "orthoscale.sync", res.name,
+        for _ in range(2):  # a second sync must not duplicate anything
+            out = subprocess.run([sys.executable, "-m", "orthoscale", "sync", res.name,
                                   f"study.state_dir={tmp_path / 'state'}", f"tracking.uri={uri}"],
                                  cwd=ROOT, capture_output=True, text=True, timeout=300)
             assert out.returncode == 0, out.stderr[-2000:]
@@ -49,8 +49,9 @@ def test_unreachable_tracking_keeps_results_and_sync_replays_them_once(ray_local
         server.stop()
 
 
-def _kill_a_trial_worker_when_running(deadline: float) -> int | None:
-    me = psutil.Process(os.getpid())
+def _kill_a_trial_worker_when_running(deadline: float, root: int | None = None) -> int | None:
+    """SIGKILL the first trial worker among the descendants of ``root`` (this process by default)."""
+    me = psutil.Process(root or os.getpid())
     while time.time() < deadline:
         workers = [p for p in me.children(recursive=True) if "ImplicitFunc" in " ".join(p.cmdline() or [p.name()])]
         if workers:
@@ -82,6 +83,18 @@ def test_killed_worker_is_retried_or_recorded_failed(ray_local, tmp_path, failur
     assert sorted(k.info.status for k in kids) == sorted(r["status"] for r in recs)
 
 
+def test_a_study_whose_trials_all_failed_exits_non_zero(tmp_path):
+    args = ["model.depth=16", "seed=0", "search.trials=1", "ray.max_failures=0", "ray.num_cpus=1", *LONG,
+            f"study.state_dir={tmp_path}"]
+    proc = subprocess.Popen(sweep_cmd(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _kill_a_trial_worker_when_running(time.time() + 120, proc.pid) is not None
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert "every trial of study" in err and "failed; first error:" in err
+    recs = [json.loads(x) for x in next(tmp_path.glob("studies/*/results.jsonl")).read_text().splitlines()]
+    assert [r["status"] for r in recs] == ["FAILED"]
+
+
 @pytest.mark.parametrize("override", [
     ["optim.lr=1e-12"], ["optim.lr=1e3"], ["data.condition=1e8"], ["model.depth=1"], ["model.depth=128"],
     ["model.width=1", "data.input_dim=16", "data.output_dim=16"], ["model.free_layer=none", "model.depth=1"],
@@ -93,7 +106,7 @@ def test_numerical_extremes_end_in_a_recorded_outcome(override):
     from orthoscale.study.trial import run_trial
 
     (cfg, _, cells), = plan(["optim.protocol=fixed", "stop.max_iters=400", *override], grid=False)
-    res = run_trial(cells[0].config)
+    res = run_trial(cells[0].config).to_dict()
     assert res["outcome"] in OUTCOMES and res["reason"]
     if "stop.max_seconds=0.05" in override:
         assert "time limit" in res["reason"]
@@ -140,7 +153,7 @@ def test_planted_secret_reaches_no_param_tag_artifact_or_log(ray_local, tmp_path
         res = plan_and_run(["model.depth=2", "seed=0", "search.trials=2", f"tracking.uri={uri}", *TINY],
                            tmp_path / "state")
         assert res.parent_run_id
-        out = subprocess.run([sys.executable, "-m", "orthoscale.train", "model.depth=2", "optim.protocol=fixed",
+        out = subprocess.run([sys.executable, "-m", "orthoscale", "rerun", "model.depth=2", "optim.protocol=fixed",
                               f"tracking.uri={uri}", f"study.state_dir={tmp_path / 'state'}", *TINY],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]

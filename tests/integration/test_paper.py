@@ -13,8 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_paper_at_tiny_scale_writes_the_whole_report(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "orthoscale.paper", "paper.scale=tiny", f"study.state_dir={tmp_path}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-m", "orthoscale", "paper", "paper.scale=tiny",
+                          f"study.state_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = tmp_path / "paper" / "tiny" / "report.md"
     text = report.read_text()

@@ -57,7 +57,7 @@ def test_readme_commands_run(tmp_path):
             continue
         if cmd.startswith("make sweep"):
             argv = shlex.split(cmd) + ["ARGS=" + " ".join(extra)]
-        elif "orthoscale.report" in cmd:
+        elif "orthoscale report" in cmd:
             argv = shlex.split(cmd) + [f"study.state_dir={state}"]
         else:
             argv = shlex.split(cmd) + extra

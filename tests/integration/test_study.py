@@ -27,7 +27,7 @@ def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
         assert c.info.status in ("FINISHED", "KILLED")
         assert "lr" in c.data.params and "cfg.model.depth" in c.data.params
         assert c.data.tags["orthoscale.outcome"] in ("converged", "diverged", "stalled", "budget", "pruned")
-        assert c.data.tags["orthoscale.rerun"].startswith("python -m orthoscale.train")
+        assert c.data.tags["orthoscale.rerun"].startswith("python -m orthoscale rerun")
         if c.info.status == "FINISHED":  # a whole trial: summary and curves
             assert c.data.tags["orthoscale.outcome"] != "pruned" and "objective" in c.data.metrics
             assert "steps" in c.data.metrics and "seconds" in c.data.metrics
@@ -46,10 +46,10 @@ def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
     # the report re-renders from the MLflow record alone, to the same table
     import csv
 
-    from orthoscale import report as report_cli
+    from orthoscale.cli import main as cli
 
     out = tmp_path / "from-mlflow"
-    assert report_cli.main([res.name, f"study.state_dir={tmp_path}", "--out", str(out)]) == 0
+    assert cli(["report", res.name, f"study.state_dir={tmp_path}", "--out", str(out)]) == 0
     again = list(csv.DictReader(open(out / "cells.csv")))
     assert [float(r["best_lr"]) for r in again] == pytest.approx([r["best_lr"] for r in res.rows], rel=1e-12)
     assert [r["converged"] for r in again] == [str(r["converged"]) for r in res.rows]
@@ -71,7 +71,7 @@ def test_fixed_seed_at_concurrency_one_is_reproducible(ray_local, tmp_path):
     args = ["model.depth=2", "seed=0,1", "search.trials=4", "ray.max_concurrent=1", "search.seed=7", *TINY]
     a = plan_and_run(args, tmp_path / "a")
     b = plan_and_run(args, tmp_path / "b")
-    key = lambda rec: (rec["key"], rec["lr"], (rec["result"] or {}).get("objective"))  # noqa: E731
+    key = lambda rec: (rec["key"], rec["lr"], (rec["result"] or {}).get("objective"))
     from orthoscale.study.store import ResultStore
 
     ra = sorted(map(key, ResultStore(a.folder).load()))
@@ -129,7 +129,7 @@ def test_interrupted_study_resumes_without_duplicates(tmp_path):
     assert len(parents_cut) == 1 and parents_cut[0].info.status == "FINISHED"
     keys_cut = [k.data.tags["orthoscale.trial"] for k in kids_cut]
     assert len(keys_cut) == len(set(keys_cut)) == 10
-    lr = lambda kids: {k.data.tags["orthoscale.trial"]: float(k.data.params["lr"]) for k in kids}  # noqa: E731
+    lr = lambda kids: {k.data.tags["orthoscale.trial"]: float(k.data.params["lr"]) for k in kids}
     assert lr(kids_cut) == lr(kids_whole)
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert len({x["key"] for x in lines}) == len(lines) == 10

@@ -207,7 +207,8 @@ def test_compose_images_and_commands(compose):
     hosts = mlflow.split("--allowed-hosts ")[1].split()[0].split(",")
     assert "mlflow:5000" in hosts, "the Ray containers reach MLflow as http://mlflow:5000"
     assert str(services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]).lower() == "false"
-    assert "${POSTGRES_PASSWORD" in mlflow and "${POSTGRES_PASSWORD" in services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert "${POSTGRES_PASSWORD" in mlflow
+    assert "${POSTGRES_PASSWORD" in services["postgres"]["environment"]["POSTGRES_PASSWORD"]
     head = command(services["ray-head"])
     assert all(p in head for p in ("ray start", "--head", "--port=6379", "--dashboard-host=0.0.0.0", "--block"))
     worker = command(services["ray-worker"])

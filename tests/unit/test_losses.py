@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orthoscale import data, init, losses, loop, network
+from orthoscale import data, init, losses, network
+from tests import loop
 from orthoscale.data import Problem
 from orthoscale.network import Architecture
 

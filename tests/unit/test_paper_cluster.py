@@ -26,12 +26,12 @@ def test_paper_cluster_submits_the_paper_entry_point_at_full_scale(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     argv = json.loads(proc.stdout)
-    assert argv[argv.index("--") + 1:] == ["python", "-m", "orthoscale.paper", "ray.address=auto", "paper.scale=full",
-                                           "study.state_dir=/srv/paper", "data.root=/srv/mnist"]
+    assert argv[argv.index("--") + 1:] == ["python", "-m", "orthoscale", "paper", "ray.address=auto",
+                                           "paper.scale=full", "study.state_dir=/srv/paper", "data.root=/srv/mnist"]
 
 
 def test_paper_as_a_ray_job_without_a_lasting_record_stops_before_any_study():
     env = {**os.environ, "RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "orthoscale.paper", "paper.scale=tiny"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "orthoscale", "paper", "paper.scale=tiny"], cwd=ROOT,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "study.state_dir" in proc.stderr and "study " not in proc.stdout

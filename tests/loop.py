@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from . import stiefel
-from .data import Problem
-from .network import Architecture
-from .optim import Optimizer, balance
+from orthoscale import stiefel
+from orthoscale.data import Problem
+from orthoscale.network import Architecture
+from orthoscale.optim import Optimizer, balance
 
 
 def gradients(Ws: list[torch.Tensor], problem: Problem) -> tuple[torch.Tensor, list[torch.Tensor]]:
