@@ -209,8 +209,11 @@ CHOICES = [
     "and there is no rate to measure (the report flags such cells, and cells that start at the solution). "
     "Teacher targets: the teacher perturbed by δ = 0.2. Plain GD starts from the same point as RGD.",
     "- Nonlinear family: the teacher has the student's activation (data.teacher_activation=model), so every "
-    "cell is realizable; 2 000 images, generic autograd path, 4 000 steps to 1e-10, and a run still contracting "
-    "then goes on for the steps its tail rate needs (stop.extend_to) — a run predicted to need more says so.",
+    "cell is realizable; 2 000 images, generic autograd path, tolerance 1e-10.",
+    "- Budgets follow the rate: 1 000 steps (nonlinear: 2 000), and a run still contracting then goes on for the "
+    "steps its tail rate needs to reach tolerance when that fits within stop.extend_to (3 000; nonlinear 8 000) — "
+    "a run predicted to need more stops and says so. μ is searched on [0.01, 3] (the teacher family's best μ lies "
+    "well inside), widened automatically when the best μ sits on a bound.",
     "- μ searched per cell by Optuna on a log scale (sampler and objective: search.sampler, search.objective); a "
     "cell whose best μ is its outermost trial near a bound gets that bound widened and is re-searched "
     "(search.edge_rounds, search.edge_factor).",
