@@ -90,10 +90,10 @@ class RateEstimate:
 
     @property
     def label(self) -> str:
-        """How a table shows it: "0.1040" fitted, "≈ 0.1040 (8 steps)" short, "≤ 1.2e-08 (solved in 1 step)"."""
+        """How a table shows it: "0.1040" fitted, "≈ 0.1040 from 8 steps" short, "≤ 1.2e-08 (solved in 1 step)"."""
         if self.kind == "instant":
             return f"≤ {self.rate:.1e} (solved in {self.points} step{'s' if self.points > 1 else ''})"
-        return f"{self.rate:.4f}" if self.kind == "fit" else f"≈ {self.rate:.4f} ({self.points} steps)"
+        return f"{self.rate:.4f}" if self.kind == "fit" else f"≈ {self.rate:.4f} from {self.points} steps"
 
 
 def short_rate(values, tol: float, min_points: int = 3) -> RateEstimate | None:

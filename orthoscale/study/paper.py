@@ -81,17 +81,29 @@ def _table(res: StudyResult, axes: tuple[str, ...]) -> list[str]:
 
 
 def _theory_check(res: StudyResult) -> list[str]:
-    """(1 − ρ)/(1 − ρ_th(μ)) at the best μ, by kind of estimate, where the exact local rate applies."""
-    out = []
+    """(1 − ρ)/(1 − ρ_th(μ)) at the best μ, by kind of estimate, where the exact local rate applies; every cell
+    outside 2 % is named with its μ against μ_opt and the steps its rate rests on."""
+    out, above = [], False
     for kind, words in (("fit", "fitted on a linear phase"), ("short", "estimated from a short run")):
-        gaps = [(r["cell"], r["rate_ratio"]) for r in res.rows if r["rate_kind"] == kind and r["rate_ratio"]]
-        if gaps:
-            within = sum(abs(g - 1) <= 0.02 for _, g in gaps)
-            off = "; ".join(f"{c}: {g:.3f}" for c, g in gaps if abs(g - 1) > 0.02)
-            out.append(f"- Rates {words}: (1 − ρ)/(1 − ρ_th(μ)) = {min(g for _, g in gaps):.3f} … "
-                       f"{max(g for _, g in gaps):.3f} over {len(gaps)} cells, {within} within 2 %"
-                       + (f" (outside: {off}" + (" — a short run's first steps need not show its slowest mode yet"
-                                                  if kind == "short" else "") + ")" if off else "") + ".")
+        rows = [r for r in res.rows if r["rate_kind"] == kind and r["rate_ratio"]]
+        if not rows:
+            continue
+        gaps = [r["rate_ratio"] for r in rows]
+        off = [r for r in rows if abs(r["rate_ratio"] - 1) > 0.02]
+        above |= any(r["theory_mu_opt"] and r["best_lr"] > r["theory_mu_opt"] for r in off)
+        named = "; ".join(f"N={r['depth']} {r['rate_ratio']:.3f} (μ {r['best_lr']:.4g} vs μ_opt "
+                          f"{r['theory_mu_opt']:.4g}, {r['best_iters'] or '—'} steps)" for r in off)
+        out.append(f"- Rates {words}: (1 − ρ)/(1 − ρ_th(μ)) = {min(gaps):.3f} … {max(gaps):.3f} over {len(rows)} "
+                   f"cells, {len(rows) - len(off)} within 2 %" + (f"; outside: {named}" if off else "") + ".")
+    best = [r["search_gap"] for r in res.rows if r["search_gap"]]
+    if best:
+        out.append(f"- Against the best rate over μ: (1 − ρ)/(1 − ρ_opt) = {min(best):.3f} … {max(best):.3f} over "
+                   f"{len(best)} cells ({sum(abs(g - 1) <= 0.05 for g in best)} within 5 %).")
+    if above:
+        out.append("- Where the best μ lies above μ_opt, the exact rate is set by the mode of largest curvature "
+                   "(|1 − μλ_max|²), which starts small: in a run of tens of steps it has not taken over, so the "
+                   "measured contraction is faster than the asymptotic one and the search is drawn to such μ. "
+                   "Against the best rate over μ (ρ_opt), the line above, they stay close.")
     return ["Against the exact local rate (teacher cells):", "", *out, ""] if out else []
 
 
@@ -219,7 +231,7 @@ CHOICES = [
     "(search.edge_rounds, search.edge_factor).",
     "- ρ is the per-step contraction of the excess loss: fitted on the linear phase, or, for a run that reaches "
     "tolerance before a linear phase can be fitted, the least-squares slope over every step after the first "
-    "(\"≈ ρ (k steps)\"; its 95 % interval is widened to the last step's ratio, and the search ranks by its "
+    "(\"≈ ρ from k steps\"; its 95 % interval is widened to the last step's ratio, and the search ranks by its "
     "upper end). A run solved in one or two steps has no rate.",
 ]
 

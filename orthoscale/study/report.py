@@ -65,7 +65,7 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
 
 
 def rate_label(row: dict) -> str:
-    """A cell's rate as a table shows it: "0.3370", or "≈ 0.1040 (8 steps)" for a short-run estimate."""
+    """A cell's rate as a table shows it: "0.3370", or "≈ 0.1040 from 8 steps" for a short-run estimate."""
     if row["best_rate"] is None:
         return "—"
     lo, hi = row.get("rate_ci") or (row["best_rate"], row["best_rate"])

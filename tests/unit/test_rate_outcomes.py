@@ -36,7 +36,7 @@ def test_a_fast_converger_at_the_best_step_has_a_short_run_rate_within_2_percent
     assert lo <= res["rate_estimate"] <= hi and res["observed_rate"] == hi  # the search ranks by the upper end
     row, = report.cell_rows([cell], [record(cell, res)])
     assert row["best_rate"] == res["rate_estimate"] and row["rate_kind"] == "short" and row["note"] == ""
-    assert report.rate_label(row).startswith("≈ ") and f"({res['rate_points']} steps)" in report.rate_label(row)
+    assert report.rate_label(row).startswith("≈ ") and f"from {res['rate_points']} steps" in report.rate_label(row)
     assert "1 of 1 cells have a rate (0 fitted on a linear phase, 1 estimated from a short run)" == \
         report.rate_count([row])
 

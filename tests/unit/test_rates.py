@@ -206,7 +206,7 @@ def test_observed_rate_fits_or_estimates_a_short_run():
     fast = [0.01 ** t for t in range(6)]  # reaches 1e-9 in 5 steps: too few points to fit
     assert rates.observed_rate(fast, 1e-9) == pytest.approx(0.01, rel=1e-9)
     est = rates.estimate_rate(fast, 1e-9)
-    assert est.kind == "short" and est.points == 5 and est.label == "≈ 0.0100 (5 steps)"
+    assert est.kind == "short" and est.points == 5 and est.label == "≈ 0.0100 from 5 steps"
     assert rates.observed_rate([1.0, 2.0, 4.0], 1e-10) is None
     instant = rates.short_rate([1.0, 1e-3, 1e-12], 1e-10)  # two steps: no spread, only a bound
     assert instant.kind == "instant" and instant.rate == pytest.approx(1e-6) and instant.low == 0
