@@ -55,6 +55,7 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
             "min_rate": min((d.rate for _, d in done if d.rate is not None), default=None),
             "lr_on_edge": edge, "lr_range": [lo, hi], "best_key": best["key"] if best else None,
             "outcome": res.outcome if best else None, "tail_rate": res.tail_rate,
+            "tuned": cell.config["optim"]["protocol"] == "tuned",
             # theory beside the measurement: ρ_lin² at the best μ, and the best rate any μ could give
             "theory_rate": res.theory_rate, "theory_mu_opt": res.theory_mu_opt, "theory_rate_opt": res.theory_rate_opt,
             "rate_ratio": _gap(rate, res.theory_rate), "search_gap": _gap(rate, res.theory_rate_opt),
