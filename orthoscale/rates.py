@@ -71,17 +71,97 @@ def iterations_to(values, tol: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | None:
-    """ρ of the linear phase (``fit``, by default fit_rate(values)); for a run that reached ``tol`` too fast
-    to fit one, its mean contraction (v_T / v_0)^(1/T) up to the first value ≤ tol (an upper bound:
-    transients included)."""
+@dataclass(frozen=True)
+class RateEstimate:
+    """ρ of a run with its 95 % interval: ``kind`` "fit" (the linear phase, :func:`fit_rate`) or "short" (a run
+    that reached the tolerance before a linear phase could be fitted, :func:`short_rate`) or "instant" (solved in
+    one or two steps: ``rate`` is only an upper bound, nothing to fit)."""
+    rate: float
+    low: float
+    high: float
+    points: int
+    kind: str
+
+    @property
+    def conservative(self) -> float:
+        """What a search should rank by: the fitted ρ, or a short run's upper bound (its early steps may not
+        show the slowest mode yet)."""
+        return self.rate if self.kind == "fit" else self.high
+
+    @property
+    def label(self) -> str:
+        """How a table shows it: "0.1040" fitted, "≈ 0.1040 from 8 steps" short, "≤ 1.2e-08 (solved in 1 step)"."""
+        if self.kind == "instant":
+            return f"≤ {self.rate:.1e} (solved in {self.points} step{'s' if self.points > 1 else ''})"
+        return f"{self.rate:.4f}" if self.kind == "fit" else f"≈ {self.rate:.4f} from {self.points} steps"
+
+
+def short_rate(values, tol: float, min_points: int = 3) -> RateEstimate | None:
+    """ρ of a run that reached ``tol`` at step T: least squares of log e_t = a + t log ρ over t = 1 … T (every
+    step after the first, whose transient is left out). Interval: exp(b ± t_{0.975, n−2} se(b)), widened to
+    hold the last step's ratio e_T / e_{T−1} — in a few steps a slower mode that starts small has not yet
+    taken over, and the latest ratio is the closest to it. A run solved in fewer than ``min_points`` (≥ 3)
+    steps gets kind "instant": ρ ≤ (e_T / e_0)^(1/T), no rate. None when ``tol`` is never reached."""
+    v = np.asarray(values, dtype=np.float64)
+    hit = iterations_to(v, tol)
+    if hit is None or hit == 0 or not np.all(np.isfinite(v[:hit + 1]) & (v[:hit + 1] >= 0)) or not v[0] > 0:
+        return None
+    if hit < max(min_points, 3):  # solved in one or two steps: only a bound, the mean contraction
+        mean = float((max(v[hit], 1e-300) / v[0]) ** (1.0 / hit))
+        return RateEstimate(mean, 0.0, mean, hit, "instant")
+    from scipy import stats
+
+    t = np.arange(1, hit + 1, dtype=np.float64)
+    y = np.log(v[1:hit + 1])
+    a, b, _ = _line(t, y)
+    n = t.size
+    se = math.sqrt(float(((y - a - b * t) ** 2).sum()) / (n - 2) / float(((t - t.mean()) ** 2).sum()))
+    q = float(stats.t.ppf(0.975, n - 2))
+    last = float(v[hit] / v[hit - 1])
+    return RateEstimate(math.exp(b), min(math.exp(b - q * se), last), max(math.exp(b + q * se), last), n, "short")
+
+
+def estimate_rate(values, tol: float, fit: RateFit | None = None) -> RateEstimate | None:
+    """The linear phase's ρ (``fit``, by default fit_rate(values)) when there is one, else the short-run
+    estimate of a run that reached ``tol`` too fast for it; None when neither applies."""
     fit = fit if fit is not None else fit_rate(values)
     if fit.found:
-        return fit.rate
-    hit = iterations_to(values, tol)
-    if hit is None or hit == 0 or not values[0] > 0:
+        return RateEstimate(fit.rate, fit.rate, fit.rate, fit.end - fit.start + 1, "fit")
+    return short_rate(values, tol)
+
+
+def observed_rate(values, tol: float, fit: RateFit | None = None) -> float | None:
+    """The rate a search ranks a run by (:attr:`RateEstimate.conservative` of :func:`estimate_rate`), or None."""
+    est = estimate_rate(values, tol, fit)
+    return est.conservative if est else None
+
+
+def tail_rate(values, window: int | None = None) -> float | None:
+    """Mean per-step contraction of the last ``window`` steps (default a quarter of the run, ≥ 10):
+    (v_T / v_{T−w})^{1/w}; None when the run is too short or its values are not positive."""
+    v = np.asarray(values, dtype=np.float64)
+    w = window or max(v.size // 4, 10)
+    if v.size <= w or not (v[-1] > 0 and v[-1 - w] > 0 and np.isfinite(v[-1])):
         return None
-    return float((max(values[hit], 1e-300) / values[0]) ** (1.0 / hit))
+    return float((v[-1] / v[-1 - w]) ** (1.0 / w))
+
+
+def steps_to(values, tol: float, window: int | None = None) -> int | None:
+    """Steps a run still needs to bring its last value to ``tol`` at its :func:`tail_rate` ρ_tail:
+    ⌈log(tol / v_T) / log ρ_tail⌉; None when the tail does not contract."""
+    tail = tail_rate(values, window)
+    if tail is None or not tail < 1:
+        return None
+    return max(int(math.ceil(math.log(tol / values[-1]) / math.log(tail))), 0)
+
+
+EDGE = 0.05  # a μ within 5 % of the log range from a bound is "on the edge"
+
+
+def on_edge(mu: float, lo: float, hi: float, margin: float = EDGE) -> str:
+    """"low" / "high" when log μ lies within ``margin`` of the log range [lo, hi] from that bound, else ""."""
+    pos = (math.log(mu) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    return "low" if pos < margin else ("high" if pos > 1 - margin else "")
 
 
 LEAN = 0.5  # where propose_step probes between a lower and an upper bound of μ* (log scale)

@@ -88,6 +88,8 @@ class SearchCfg:
     pruner: str = choice("none", ("none", "median"))
     report_every: int = number(50, ge=1)
     penalty: float = number(1.0, ge=0)      # objective of a trial short of tol: 1 + penalty · share left
+    edge_rounds: int = number(2, ge=0)      # best μ on an edge of the range: widen it and re-search, ≤ this often
+    edge_factor: float = number(4.0, gt=1)  # a widening moves the bound by this factor
     seed: int = number(0, ge=0)
 
 
@@ -273,8 +275,8 @@ def check_rules(cfg: Config) -> None:
     if scheme not in TRACKING_SCHEMES:
         raise ConfigError(f"tracking.uri={cfg.tracking.uri!r}: MLflow cannot use {scheme!r}; use one of "
                           f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}")
-    if m.init == "spectral" and m.free_layer == "none":
-        raise ConfigError("model.init='spectral': needs a free layer (model.free_layer=first or last)")
+    if m.init.startswith("spectral") and m.free_layer == "none":
+        raise ConfigError(f"model.init={m.init!r}: needs a free layer (model.free_layer=first or last)")
 
 
 def validate(raw: dict) -> Config:

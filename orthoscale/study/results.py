@@ -27,6 +27,14 @@ class TrialResult:
     rate_r2: float | None = metric()
     rate_window: list | None = None
     rate_note: str | None = None
+    rate_estimate: float | None = metric()       # ρ of the fit, or of a short run (rates.estimate_rate)
+    rate_kind: str | None = None                 # fit | short | instant (rates.RateEstimate.kind)
+    rate_ci: list | None = None                  # its 95 % interval [low, high]
+    rate_points: int | None = None               # steps it rests on
+    start_rel_excess: float | None = metric()    # relative excess at step 0
+    at_solution: bool = False                    # the start was already within stop.tol
+    tail_rate: float | None = metric()           # mean per-step contraction of the last quarter (rates.tail_rate)
+    steps_needed: int | None = None              # a run out of budget: steps to tol at its tail rate
     final_rel_excess: float | None = metric()
     final_loss: float | None = metric()
     ortho_error: float | None = metric()

@@ -132,7 +132,7 @@ def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: st
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=CellPruner(searcher), num_samples=searcher.remaining(),
+            search_alg=searcher, scheduler=CellPruner(searcher), num_samples=searcher.remaining() + searcher.reserve(),
             max_concurrent_trials=spec.max_concurrent or UNCAPPED, reuse_actors=True,
             trial_dirname_creator=lambda t: f"t{t.trial_id}"),
         run_config=tune.RunConfig(

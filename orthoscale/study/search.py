@@ -2,10 +2,12 @@
 
 All cells' trials go through one Tuner, so the cluster stays busy; each cell's μ is searched on a
 log scale by its own Optuna study. Suggestions go breadth-first (the cell with fewest trials
-launched), so cells progress together. ``CellPruner`` lets each cell's Optuna pruner stop its
-hopeless trials from their intermediate reports. Each Optuna trial is sampled with a seed derived
-from (search.seed, cell, trial number), so a study — resumed or not — draws the same μ sequence
-at concurrency 1.
+launched), so cells progress together. A cell whose trials are all in and whose best μ is its outermost
+trial near a bound of its range (WIDEN_MARGIN) has that bound moved by ``search.edge_factor`` and gets
+``search.startup_trials`` more trials, at most ``search.edge_rounds`` times: a best μ outside the first range
+is found, not clipped. ``CellPruner`` lets each cell's Optuna pruner stop its hopeless trials from their
+intermediate reports. Each Optuna trial is sampled with a seed derived from (search.seed, cell, trial
+number), so a study — resumed or not — draws the same μ sequence at concurrency 1.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from .cells import Cell
 from .results import FINAL
 
 METRIC = "objective"
+WIDEN_MARGIN = 0.15  # re-search past a bound when the best μ is the outermost tried and this close to it
+#                      (a share of the log range; the spread start's outermost points lie 1/8 in)
 LR = optuna.distributions.FloatDistribution
 
 
@@ -111,7 +115,9 @@ class CellSearch(Searcher):
         super().__init__(metric=METRIC, mode="min")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cells, self.spec = cells, search
-        self.dist = LR(search["lr_min"], search["lr_max"], log=True)
+        self.ranges = [(search["lr_min"], search["lr_max"])] * len(cells)
+        self.rounds = [0] * len(cells)
+        self.settled: set[int] = set()  # cells done with their search: best μ inside the range
         self.studies = [optuna.create_study(direction="minimize", pruner=make_pruner(search["pruner"],
                                                                                      search["startup_trials"]))
                         for _ in cells]
@@ -122,8 +128,55 @@ class CellSearch(Searcher):
         self.last_step: dict[str, int] = {}
         self.limit: Callable[[], int] | None = None  # live trials allowed now (the runner's Capacity.limit)
         self.max_concurrent = 0
+        self._widened_by(finished)
         for rec in finished:
             self._replay(rec)
+
+    def dist(self, c: int) -> LR:
+        return LR(*self.ranges[c], log=True)
+
+    def _widened_by(self, finished: list[dict]) -> None:
+        """On resume: each cell's range holds every μ it tried, and its rounds are its trials past the budget."""
+        extra = max(self.spec["startup_trials"], 1)
+        for c in range(len(self.cells)):
+            lrs = [r["lr"] for r in finished if r["cell_index"] == c and r.get("tuned")]
+            if lrs and self.budget[c] > 1:
+                lo, hi = self.ranges[c]
+                self.ranges[c] = (min([lo, *lrs]), max([hi, *lrs]))
+                self.rounds[c] = min(-(-max(len(lrs) - self.budget[c], 0) // extra), self.spec["edge_rounds"])
+                self.budget[c] += self.rounds[c] * extra
+
+    def _best_on_edge(self, c: int) -> str:
+        """"low"/"high" when the best finished trial of cell ``c`` is its outermost μ on that side and lies within
+        WIDEN_MARGIN of that bound of the cell's range (log scale)."""
+        done = [t for t in self.studies[c].get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        if not done:
+            return ""
+        best = min(done, key=lambda t: (t.value, t.params["lr"])).params["lr"]  # ties (all diverged): smallest μ
+        tried = [t.params["lr"] for t in done]
+        side = rates.on_edge(best, *self.ranges[c], margin=WIDEN_MARGIN)
+        return side if best == (min(tried) if side == "low" else max(tried)) else ""
+
+    def _widen(self) -> None:
+        """Widen every settled cell (all its trials in) whose best μ is on an edge of its range."""
+        busy = {c for c, _, _ in self.live.values()}
+        for c in range(len(self.cells)):
+            if (c in self.settled or c in busy or len(self.used[c]) < self.budget[c] or self.budget[c] <= 1
+                    or self.rounds[c] >= self.spec["edge_rounds"]):
+                continue
+            side = self._best_on_edge(c)
+            if not side:
+                self.settled.add(c)
+                continue
+            lo, hi = self.ranges[c]
+            f = self.spec["edge_factor"]
+            self.ranges[c] = (lo / f, hi) if side == "low" else (lo, hi * f)
+            self.rounds[c] += 1
+            self.budget[c] += max(self.spec["startup_trials"], 1)
+
+    def _may_widen(self) -> bool:
+        """A cell with live trials could still need a wider range once they are in."""
+        return any(self.budget[c] > 1 and self.rounds[c] < self.spec["edge_rounds"] for c, _, _ in self.live.values())
 
     def _replay(self, rec: dict) -> None:
         c, k = rec["cell_index"], rec["trial_number"]
@@ -133,11 +186,17 @@ class CellSearch(Searcher):
                 rec["status"], optuna.trial.TrialState.FAIL)
             value = (rec.get("result") or {}).get("objective") if state == optuna.trial.TrialState.COMPLETE else None
             self.studies[c].add_trial(optuna.trial.create_trial(
-                params={"lr": rec["lr"]}, distributions={"lr": self.dist}, value=value, state=state,
+                params={"lr": rec["lr"]}, distributions={"lr": self.dist(c)}, value=value, state=state,
                 user_attrs=trial_attrs(rec.get("result") or {}) if value is not None else {}))
 
     def remaining(self) -> int:
+        """Trials still planned (re-searches of edge cells not counted: see :meth:`reserve`)."""
         return sum(max(b - len(u), 0) for b, u in zip(self.budget, self.used))
+
+    def reserve(self) -> int:
+        """The most trials edge re-searches could still add."""
+        extra = max(self.spec["startup_trials"], 1)
+        return sum((self.spec["edge_rounds"] - r) * extra for b, r in zip(self.budget, self.rounds) if b > 1)
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         """Tune's ConcurrencyLimiter defers to this searcher, which gates on :attr:`limit` (the slots the
@@ -146,9 +205,10 @@ class CellSearch(Searcher):
         return True
 
     def suggest(self, trial_id: str):
+        self._widen()
         open_cells = [i for i in range(len(self.cells)) if len(self.used[i]) < self.budget[i]]
         if not open_cells:
-            return Searcher.FINISHED
+            return None if self._may_widen() else Searcher.FINISHED
         allowed = min(self.limit(), self.max_concurrent or math.inf) if self.limit else self.max_concurrent
         if allowed and len(self.live) >= allowed:
             return None  # Tune asks again next step
@@ -161,7 +221,7 @@ class CellSearch(Searcher):
             study = self.studies[c]
             study.sampler = make_sampler(self.spec["sampler"], derived_seed(self.spec["seed"], c, k),
                                          self.spec["startup_trials"])
-            otrial = study.ask({"lr": self.dist})
+            otrial = study.ask({"lr": self.dist(c)})
             lr = otrial.params["lr"]
         self.live[trial_id] = (c, k, otrial)
         return {"cell_index": c, "trial_number": k, "lr": lr, "tuned": tuned, "key": f"{cell.id}#{k}",

@@ -4,6 +4,7 @@ Nothing here knows about Ray; the runner passes a ``report`` function that forwa
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -85,7 +86,7 @@ def step_size(cfg: dict, lr: float | None) -> float:
 
 def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> float:
     """What a cell's search minimises. search.objective = rate: the observed loss rate ``rho`` < 1
-    (:func:`observed_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
+    (:func:`rates.estimate_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search["penalty"]
@@ -102,13 +103,18 @@ def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> 
     return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
 
 
-def observed_rate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> float | None:
-    """The loss rate a finished trial shows (rates.observed_rate from its ``fit``), only if it contracted to
+def estimate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> rates.RateEstimate | None:
+    """The loss rate a finished trial shows (rates.estimate_rate from its ``fit``), only if it contracted to
     its end (converged, or still on its way when the budget ran out): a stalled or diverged run's early
-    linear phase is no rate."""
-    if traj.outcome not in ("converged", "budget"):
+    linear phase is no rate, and neither is a run that started at the solution (nothing to contract)."""
+    if traj.outcome not in ("converged", "budget") or at_solution(traj, stop):
         return None
-    return rates.observed_rate(traj.rel_excess, stop["tol"], fit)
+    return rates.estimate_rate(traj.rel_excess, stop["tol"], fit)
+
+
+def at_solution(traj: Trajectory, stop: dict) -> bool:
+    """The start is already within tolerance of the optimum: relative excess e_0 ≤ stop.tol."""
+    return bool(traj.rel_excess) and traj.rel_excess[0] <= stop["tol"]
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -133,8 +139,10 @@ def build(cfg: dict, device: str):
         teacher_arch = Architecture(arch.widths, cfg["data"]["teacher_free_layer"] if cfg["data"]["kind"] ==
                                     "teacher" else "first", arch.orientation)
         blocks = init.perturb(stack(list(problem.teacher), teacher_arch), arch, delta=m["init_delta"], generator=g)
-    elif m["init"] == "spectral":
+    elif m["init"] in ("spectral", "spectral_perturbed"):
         blocks = init.spectral_blocks(arch, problem.moments.p_star, generator=g)
+        if m["init"] == "spectral_perturbed":
+            blocks = init.perturb(blocks, arch, delta=m["init_delta"], generator=g)
     else:
         blocks = init.random_blocks(arch, scale=m["init_scale"], generator=g, dtype=dtype, device=device)
     return problem, arch, [B.to(device) for B in blocks]
@@ -170,22 +178,52 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
     o, s, search = cfg["optim"], cfg["stop"], cfg["search"]
     rules = StopRules(**s)
 
-    def progress(t: int, traj: Trajectory):
-        if report is None:
-            return False
-        return bool(report({"step": t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
-                            "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                            "objective": objective(traj, s, search, None), FINAL: False}))
+    def progress(offset: int):
+        def call(t: int, traj: Trajectory):
+            if report is None:
+                return False
+            return bool(report({"step": offset + t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
+                                "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
+                                "objective": objective(traj, s, search, None), FINAL: False}))
+        return call
 
-    traj, _ = train(problem, arch, blocks, Optimizer(mu, o["method"], o["retraction"], o["balance"]), rules,
-                    loss=o["loss"], path=o["path"], callback=progress, callback_every=search["report_every"])
+    opt = Optimizer(mu, o["method"], o["retraction"], o["balance"])
+    traj, blocks = train(problem, arch, blocks, opt, rules, loss=o["loss"], path=o["path"], callback=progress(0),
+                         callback_every=search["report_every"])
+    while (more := extension(traj, s, o["loss"])):  # still contracting at the budget: as long as its rate needs
+        rest = dataclasses.replace(rules, max_iters=more, max_seconds=max(s["max_seconds"] - traj.seconds, 1e-3))
+        tail, blocks = train(problem, arch, blocks, opt, rest, loss=o["loss"], path=o["path"],
+                             callback=progress(traj.steps), callback_every=search["report_every"])
+        traj = joined(traj, tail)
     return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch, device))
+
+
+def extension(traj: Trajectory, stop: dict, loss: str) -> int:
+    """More steps for a run that used up its budget while still contracting: the steps its tail rate needs to
+    reach stop.tol (rates.steps_to), plus a quarter — only if that fits within stop.extend_to steps in all
+    (0: never extend); a run predicted to need more stops here, its prediction on record. Squared loss only
+    (its relative excess keeps the same reference in a continued run)."""
+    if traj.outcome != "budget" or loss != "squared" or traj.seconds >= stop["max_seconds"] or \
+            traj.reason.startswith("time limit"):
+        return 0
+    need = rates.steps_to(traj.rel_excess, stop["tol"])
+    more = int(need * 1.25) + 1 if need else 0
+    return more if more and traj.steps + more <= stop["extend_to"] else 0
+
+
+def joined(head: Trajectory, tail: Trajectory) -> Trajectory:
+    """One trajectory from a run and its continuation (whose record 0 is the run's last)."""
+    return Trajectory(head.loss + tail.loss[1:], head.rel_excess + tail.rel_excess[1:],
+                      head.e2e_error + tail.e2e_error[1:], head.ortho_error + tail.ortho_error[1:],
+                      tail.outcome, f"{tail.reason} of the extension from step {head.steps}",
+                      head.seconds + tail.seconds)
 
 
 def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
               spectrum: theory.LocalSpectrum | None = None) -> TrialResult:
     fit = rates.fit_rate(traj.rel_excess)
-    rho = observed_rate(traj, cfg["stop"], fit)
+    est = estimate(traj, cfg["stop"], fit)
+    rho = est.conservative if est else None
     points = cfg["tracking"]["curve_points"]
     steps, rel = downsample(traj.rel_excess, points)
     curves = {"rel_excess": rel, "loss": [traj.loss[i] for i in steps],
@@ -201,6 +239,11 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
         e2e_error=traj.e2e_error[-1] if traj.e2e_error else None, seconds=traj.seconds,
         seconds_per_step=traj.seconds / max(traj.steps, 1), device=device, node=socket.gethostname(),
         pid=os.getpid(), python=platform.python_version(), curve_steps=steps, curves=curves,
+        rate_estimate=est.rate if est else None, rate_kind=est.kind if est else None,
+        rate_ci=[est.low, est.high] if est else None, rate_points=est.points if est else None,
+        start_rel_excess=traj.rel_excess[0], at_solution=at_solution(traj, cfg["stop"]),
+        tail_rate=rates.tail_rate(traj.rel_excess),
+        steps_needed=rates.steps_to(traj.rel_excess, cfg["stop"]["tol"]) if traj.outcome == "budget" else None,
         # the exact local rate of the loss at this μ and the best one over μ (theory.py), where it applies
         theory_rate=spectrum.loss_rate(mu) if spectrum else None,
         theory_mu_opt=spectrum.mu_opt if spectrum else None,

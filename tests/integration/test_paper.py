@@ -23,11 +23,21 @@ def test_paper_at_tiny_scale_writes_the_whole_report(tmp_path):
         assert f"## {title}" in text
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(figures) == 8 and all((report.parent / f).stat().st_size > 1000 for f in figures)
-    tables = [ln for ln in text.splitlines() if ln.startswith("| N=") or ln.startswith("| variant") or
-              ln.startswith("| method") or ln.startswith("| activation")]
+    tables = [ln for ln in text.splitlines() if ln.startswith("| variant") or ln.startswith("| activation")]
     assert len(tables) >= 4
     assert "1 − ρ ∝ N^" in text or "nothing to conclude" in text
-    assert "| rgd |" in text and "| gd |" in text and "| relu |" in text  # one row per compared setting
+    for row in ("| onehot · rgd |", "| onehot · gd |", "| teacher · rgd |", "| teacher · gd |", "| relu |"):
+        assert row in text  # one row per compared setting
+    # one-hot MNIST from starts off the solution: a rate in every cell
+    onehot = [ln for ln in text.splitlines() if ln.startswith(("| onehot_random |", "| onehot_perturbed |",
+                                                                               "| onehot · rgd |"))]
+    assert len(onehot) == 3 and all("—" not in ln and ln.count("(μ ") == 2 for ln in onehot), onehot
+    # every table counts its rates, and every "—" has its numbered reason
+    assert text.count("cells have a rate") == 4
+    dashes = re.findall(r"— \[(\d+)\]", text)
+    reasons = re.findall(r"^(\d+)\. [^\n]+, N=\d+: \S", text, flags=re.M)
+    assert len(dashes) == len(reasons) and sorted(dashes) == sorted(reasons)
+    assert "Side by side" in text and "(1 − ρ)/(1 − ρ_linear)" in text
     # every study's parent run closed with its report and a law per series (series names hold '=' and ',')
     assert "did not reach MLflow" not in out.stdout + out.stderr
     from mlflow.tracking import MlflowClient

@@ -77,7 +77,7 @@ def test_searcher_gates_live_trials_on_the_limit():
     from orthoscale.study.compose import plan
     from orthoscale.study.search import CellSearch
 
-    (cfg, _, cells), = plan(["model.depth=2,4", "seed=0", "search.trials=3"])
+    (cfg, _, cells), = plan(["model.depth=2,4", "seed=0", "search.trials=3", "search.edge_rounds=0"])
     search = CellSearch(cells, {**cfg.search.__dict__})
     allowed = [2]
     search.limit = lambda: allowed[0]

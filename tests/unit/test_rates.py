@@ -199,9 +199,41 @@ def test_proposal_moves_out_of_a_one_sided_bracket():
     assert rates.propose_step([(5.0, 0.5)], [], 1e-3, 3.0) <= 3.0  # clipped to the range
 
 
-def test_observed_rate_fits_or_averages():
+def test_observed_rate_fits_or_estimates_a_short_run():
     slow = [0.9 ** t for t in range(200)]
     assert rates.observed_rate(slow, 1e-12) == pytest.approx(0.9, rel=1e-9)
+    assert rates.estimate_rate(slow, 1e-12).kind == "fit"
     fast = [0.01 ** t for t in range(6)]  # reaches 1e-9 in 5 steps: too few points to fit
     assert rates.observed_rate(fast, 1e-9) == pytest.approx(0.01, rel=1e-9)
+    est = rates.estimate_rate(fast, 1e-9)
+    assert est.kind == "short" and est.points == 5 and est.label == "≈ 0.0100 from 5 steps"
     assert rates.observed_rate([1.0, 2.0, 4.0], 1e-10) is None
+    instant = rates.short_rate([1.0, 1e-3, 1e-12], 1e-10)  # two steps: no spread, only a bound
+    assert instant.kind == "instant" and instant.rate == pytest.approx(1e-6) and instant.low == 0
+    assert "solved in 2 steps" in instant.label
+    assert rates.short_rate([1e-12, 1e-13], 1e-10) is None  # a start within tolerance: nothing to estimate
+
+
+@pytest.mark.parametrize("rho", [0.05, 0.1, 0.3, 0.6])
+@pytest.mark.parametrize("points", [6, 8, 10])
+def test_short_rate_recovers_a_planted_geometric_sequence_within_its_interval(rho, points):
+    """c ρ^t (1 + 2 % noise) after a first step of another size, cut where it reaches tol after ``points``
+    steps: ρ lies in the interval, which is narrow, and the first step does not bias it."""
+    for seed in range(5):
+        v = geometric(rho, points + 1, noise=0.02, seed=seed, c=3.0)
+        v[0] = 1.0  # a transient first step: left out
+        est = rates.short_rate(v, math.sqrt(v[points] * v[points - 1]))
+        assert est is not None and est.points == points and est.kind == "short"
+        assert est.low <= rho <= est.high, (seed, est)
+        assert est.low <= est.rate <= est.high and est.conservative == est.high
+        assert est.high / est.low < 1.2
+
+
+def test_short_rate_bounds_a_slow_mode_that_has_not_taken_over():
+    """e_t = 0.1^t + 1e-4·0.2^t reaches 1e-9 in 8 steps with step ratios still rising towards 0.2: the
+    point estimate is the faster mode, the upper bound holds the last ratio (the closest to 0.2)."""
+    t = np.arange(12.0)
+    v = 0.1 ** t + 1e-4 * 0.2 ** t
+    est = rates.short_rate(v, 1e-9)
+    last = v[est.points] / v[est.points - 1]
+    assert est.rate < 0.15 and est.high == pytest.approx(last) and last > est.rate
