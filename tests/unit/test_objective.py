@@ -1,5 +1,5 @@
 """What a cell's search minimises (trial.objective), the step size of a trial (trial.step_size), and the rate a
-finished trial shows (trial.observed_rate and summarize), on small synthetic trajectories."""
+finished trial shows (trial.estimate and summarize), on small synthetic trajectories."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 
 from orthoscale import rates
 from orthoscale.study.config import Config, to_dict
-from orthoscale.study.trial import objective, observed_rate, step_size, summarize
+from orthoscale.study.trial import estimate, objective, step_size, summarize
 from orthoscale.train import Trajectory
 
 STOP = {"tol": 1e-10, "max_iters": 1000}
@@ -82,9 +82,9 @@ def test_only_a_run_that_contracted_to_its_end_shows_a_rate():
     fit = rates.fit_rate(values)
     assert fit.found
     for outcome in ("converged", "budget"):
-        assert observed_rate(traj(values, outcome), STOP, fit) == pytest.approx(0.7, rel=1e-9)
+        assert estimate(traj(values, outcome), STOP, fit).conservative == pytest.approx(0.7, rel=1e-9)
     for outcome in ("stalled", "diverged", "pruned"):
-        assert observed_rate(traj(values, outcome), STOP, fit) is None
+        assert estimate(traj(values, outcome), STOP, fit) is None
 
 
 def test_summarize_scores_a_trajectory_by_its_observed_rate():

@@ -140,7 +140,7 @@ def test_write_leaves_the_table_the_laws_and_the_plots(study, tmp_path):
     assert summary.strip() == out["text"].strip()
     exponent = out["scaling"]["all"]["one_minus_rate"]["exponent"]
     assert f"[all] 1−ρ ∝ N^{exponent:.3f}" in summary and not math.isclose(exponent, K_RATE)  # the edge cell counts
-    assert f"best μ on the edge of [search.lr_min, search.lr_max] in: {edge.id}" in summary
+    assert f"best μ on the edge of its range (after search.edge_rounds re-searches) in: {edge.id}" in summary
     assert "search vs theory" in summary and "0.800 … 0.800 over 4 cells" in summary
     for png in ("rate_vs_depth.png", "lr_vs_depth.png", "curves.png", "landscape.png"):
         assert (folder / png).stat().st_size > 1000
