@@ -61,7 +61,7 @@ def test_study_records_one_parent_and_one_child_per_trial(ray_local, tmp_path):
 
 def test_diverging_step_range_is_a_recorded_outcome(ray_local, tmp_path):
     res = plan_and_run(["model.depth=2", "seed=0", "search.trials=3", "search.lr_min=50", "search.lr_max=1000",
-                        "search.pruner=none", *TINY], tmp_path)
+                        "search.pruner=none", "search.edge_rounds=0", *TINY], tmp_path)  # no re-search below
     _, all_runs = runs(res.tracking_uri, "orthoscale-depth")
     children = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
     assert len(children) == 3
@@ -156,7 +156,7 @@ def test_median_pruner_stops_hopeless_trials(ray_local, tmp_path):
     recorded as pruned, and their cell still has a best μ."""
     res = plan_and_run(["model.depth=3", "seed=0", "search.trials=8", "search.pruner=median", "search.sampler=random",
                         "search.startup_trials=2", "search.lr_min=1e-4", "search.lr_max=1e-2", "ray.max_concurrent=1",
-                        *TINY], tmp_path)
+                        "search.edge_rounds=0", *TINY], tmp_path)  # the range is low on purpose: no re-search
     client, all_runs = runs(res.tracking_uri, "orthoscale-depth")
     outcomes = [c.data.tags["orthoscale.outcome"] for c in all_runs
                 if c.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
