@@ -70,12 +70,17 @@ class Tracker:
         return run.info.run_id, False
 
     def logged_trials(self, parent: str) -> set[str]:
-        """Trial keys that already have a child run under ``parent``."""
+        """Trial keys whose child run under ``parent`` is complete. A child is terminated by the last call that
+        logs it, so one still RUNNING was cut off mid-way (a killed driver): it is deleted, to be logged again."""
         keys, token = set(), None
         while True:
             page = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
                                            max_results=1000, page_token=token)
-            keys.update(r.data.tags.get(TRIAL_TAG) for r in page)
+            for run in page:
+                if run.info.status == "RUNNING":
+                    self.client.delete_run(run.info.run_id)
+                else:
+                    keys.add(run.data.tags.get(TRIAL_TAG))
             token = page.token
             if not token:
                 return keys - {None}
