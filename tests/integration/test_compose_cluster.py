@@ -31,7 +31,8 @@ CELLS, TRIALS = 4, 4                         # model.depth=2,3 × seed=0,1, sear
 OUTAGE = 50     # s: longer than the driver retries a record (3 tries of MLflow's 3 HTTP retries with backoff)
 STUDY = ["model.depth=2,3", "seed=0,1", f"search.trials={TRIALS}", "ray.max_concurrent=2", "ray.max_failures=3",
          "model.width=16", "stop.tol=1e-300", "stop.max_iters=1500", "stop.stall_window=2000", "search.pruner=none",
-         "tracking.curve_points=20", "tracking.uri=http://mlflow:5000", f"study.state_dir={STATE}"]
+         "tracking.curve_points=20", "search.edge_rounds=0", "tracking.uri=http://mlflow:5000",
+         f"study.state_dir={STATE}"]
 
 
 def run(cmd: list[str], timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:

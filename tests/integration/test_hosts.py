@@ -24,7 +24,8 @@ from .servers import MlflowOnPostgres, Postgres
 pytestmark = pytest.mark.integration
 WORKERS = 3
 # trials of fixed length (≈ 1 s on one core): no tolerance stop, no stall stop
-STEADY = ["model.width=16", "stop.tol=1e-300", "stop.stall_window=100000", "tracking.curve_points=20"]
+STEADY = ["model.width=16", "stop.tol=1e-300", "stop.stall_window=100000", "tracking.curve_points=20",
+          "search.edge_rounds=0"]  # fixed trial counts: no re-search of a range edge
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def test_a_submitted_study_fills_every_host(cluster):
 
 def test_mnist_reaches_hosts_that_lack_it(cluster):
     hosts, server, pg, root = cluster
-    args = ["study.name=mnist-hosts", "family=mnist", "model.depth=2,4", "search.trials=3", "data.samples=2000",
+    args = ["study.name=mnist-hosts", "family=mnist", "model.depth=2,4", "search.trials=3", "search.edge_rounds=0",
+            "data.samples=2000",
             f"data.root={root / 'mnist'}", "stop.max_iters=300", f"tracking.uri={server.uri}",
             f"study.state_dir={root / 'state'}"]
     out = submit(hosts, args)

@@ -165,7 +165,8 @@ def test_median_pruner_stops_hopeless_trials(ray_local, tmp_path):
 
 
 def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
-    res = plan_and_run(["model.depth=4,8", "seed=0,1", "search.trials=8", "model.width=16", "stop.tol=1e-300",
+    res = plan_and_run(["model.depth=4,8", "seed=0,1", "search.trials=8", "search.edge_rounds=0", "model.width=16",
+                        "stop.tol=1e-300",
                         "stop.stall_window=100000", "stop.max_iters=600", "tracking.curve_points=20"], tmp_path)
     from orthoscale.study.capacity import measure
 
