@@ -57,7 +57,9 @@ class Hosts:
         self.bridge, self.bridge_ip, self.head_ip = f"osbr{self.tag}", f"{self.prefix}.1", f"{self.prefix}.2"
         self.token = secrets.token_hex(32)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                    "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
+                    "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+                    # a killed host is declared dead within seconds (default: ~15 s), before a short study ends
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
         self.env.pop("RAY_ADDRESS", None)
         self.port, self.dashboard_port = 6379 + random.randrange(1, 500), 8265 + random.randrange(1, 500)
         self.namespaces: list[str] = []

@@ -130,7 +130,7 @@ def test_mnist_reaches_hosts_that_lack_it(cluster):
 def test_losing_a_whole_host_loses_no_trial(cluster):
     hosts, server, pg, root = cluster
     victim = next(iter(hosts.worker_ips))
-    args = ["study.name=loss", "model.depth=8", "seed=0,1,2", "search.trials=6", "stop.max_iters=1500",
+    args = ["study.name=loss", "model.depth=8", "seed=0,1,2", "search.trials=10", "stop.max_iters=1500",
             "ray.max_failures=3", *STEADY, f"tracking.uri={server.uri}", f"study.state_dir={root / 'state'}"]
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("out", submit(hosts, args)))
@@ -148,11 +148,11 @@ def test_losing_a_whole_host_loses_no_trial(cluster):
     assert f"lost during the study: {hosts.worker_ips[victim]}" in out.stdout, out.stdout[-2000:]
     _, parent, kids = study(server.uri, "orthoscale-depth", "loss")
     keys = Counter(k.data.tags["orthoscale.trial"] for k in kids)
-    assert len(keys) == 18 and set(keys.values()) == {1}, keys
+    assert len(keys) == 30 and set(keys.values()) == {1}, keys
     assert all(k.info.status == "FINISHED" for k in kids), Counter(k.info.status for k in kids)
     assert parent.data.tags["orthoscale.lost_hosts"] == hosts.worker_ips[victim]
     fanout = json.loads((results.parent / "report" / "fanout.json").read_text())
-    assert fanout["lost_hosts"] == [hosts.worker_ips[victim]] and fanout["trials"] == 18
+    assert fanout["lost_hosts"] == [hosts.worker_ips[victim]] and fanout["trials"] == 30
 
 
 def test_a_job_without_a_lasting_record_stops_before_any_trial(cluster):
