@@ -119,6 +119,10 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
             tracker.client.log_metric(parent, "rate_exponent" + ("" if series == "all" else f".{key}"),
                                       law["one_minus_rate"]["exponent"])
             tracker.client.set_tag(parent, f"orthoscale.law.{key}", json.dumps(law))
+        for series, law in result.get("edge", {}).get("laws", {}).items():
+            key = series_key(series)
+            tracker.client.log_metric(parent, f"edge_beta.{key}", law["beta"])
+            tracker.client.set_tag(parent, f"orthoscale.edge_law.{key}", json.dumps(law))
         tracker.finish(parent, "FINISHED")
         return True
     except Exception as err:

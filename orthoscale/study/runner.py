@@ -96,18 +96,20 @@ class Recorder(DriverOnly, tune.Callback):
     def _record(self, trial, status: str, error: str | None = None) -> None:
         cfg, res = trial.config, dict(trial.last_result or {})
         cell = self.cells[cfg["cell_index"]]
-        mu = step_size(cell.config, cfg["lr"])
+        mu = res["lr"] if res.get(FINAL) else step_size(cell.config, cfg["lr"])  # theory: known to the trial only
         result = TrialResult.from_dict(res) if res.get(FINAL) else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
+        param, value = cfg.get("param", "optim.lr"), cfg.get("value")
+        searched = [f"{param}={value!r}"] if param != "optim.lr" and value is not None else []
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
-               "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result.to_dict() if result else None,
-               "error": error,
-               "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
+               "tuned": cfg["tuned"], "lr": mu, "param": param, "value": value if value is not None else mu,
+               "status": status, "result": result.to_dict() if result else None, "error": error,
+               "cfg": cfg["cfg"], "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
-               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
-                                  "optim.protocol=fixed", f"optim.lr={mu!r}"])}
+               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides, *searched,
+                                  *(["optim.protocol=fixed", f"optim.lr={mu!r}"] if mu is not None else [])])}
         self.store.append(rec)
         self.writer.submit(rec)
 
