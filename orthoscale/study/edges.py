@@ -92,7 +92,7 @@ def _num(v, f=".3g") -> str:
 
 def edge_text(result: dict) -> str:
     name = result["key"].split(".")[-1]
-    head = f"{'series':<18} {'N':>4} {'trials':>6} {'conv':>5} {name + '₅₀':>10} {'95% interval':>20}  fit"
+    head = f"{'series':<24} {'N':>4} {'trials':>6} {'conv':>5} {name + '₅₀':>10} {'95% interval':>20}  fit"
     lines = [f"edge of success in {result['key']} (converged to stop.tol), pooled over seeds", head, "-" * len(head)]
     words = {"logistic": "logistic", "separated": "bracketed (no overlap)", "flat": "no edge (p does not fall)"}
     for e in result["edges"]:
@@ -100,7 +100,7 @@ def edge_text(result: dict) -> str:
                                                      else "no run converged"))
         shown = (f">{_num(e['x50'])}" if e["kind"] == "one-sided" and e["successes"] else
                  f"<{_num(e['x50'])}" if e["kind"] == "one-sided" else _num(e["x50"]))
-        lines.append(f"{e['series']:<18} {e['depth']:>4} {e['trials']:>6} {e['successes']:>5} {shown:>10} "
+        lines.append(f"{e['series']:<24} {e['depth']:>4} {e['trials']:>6} {e['successes']:>5} {shown:>10} "
                      f"{'[' + _num(e['low']) + ', ' + _num(e['high']) + ']':>20}  {kind}")
     lines.append(f"success share per bin of {name} (k/n, Wilson 95 %):")
     for (series, depth), grp in _group(result["bins"]).items():
@@ -149,14 +149,14 @@ def runs_analysis(cells: list[Cell], records: list[dict]) -> list[dict]:
 
 
 def runs_text(rows: list[dict]) -> str:
-    head = (f"{'series':<22} {'N':>4} {'runs':>5} {'linear':>14} {'start':>6} {'steps':>6} {'ρ':>8} "
+    head = (f"{'series':<24} {'N':>4} {'runs':>5} {'linear':>14} {'start':>6} {'steps':>6} {'ρ':>8} "
             f"{'ρ_loc':>8} {'(1−ρ)/(1−ρ_loc)':>16}  outcomes")
     lines = ["runs from each start, per series and depth over seeds: share that reached a linear phase and "
              "converged (Wilson 95 %), medians over those of the step where the phase begins, steps to tol, fitted ρ "
              "and the exact local rate ρ_loc at the solution reached", head, "-" * len(head)]
     for r in rows:
         share = f"{r['linear']}/{r['runs']} [{r['wilson'][0]:.2f},{r['wilson'][1]:.2f}]"
-        lines.append(f"{r['series']:<22} {r['depth']:>4} {r['runs']:>5} {share:>14} "
+        lines.append(f"{r['series']:<24} {r['depth']:>4} {r['runs']:>5} {share:>14} "
                      f"{_num(r['linear_start'], '.0f'):>6} {_num(r['steps'], '.0f'):>6} {_num(r['rate'], '.5f'):>8} "
                      f"{_num(r['solution_rate'], '.5f'):>8} "
                      f"{_num(r['rate_vs_local'], '.3f'):>16}  "

@@ -87,7 +87,10 @@ MARKERS = {"converged": ("o", "C2"), "diverged": ("x", "C3"), "stalled": ("v", "
 
 
 def landscape(folder: Path, cells, records) -> None:
-    """Objective (search.objective) against μ per cell, one small panel each, outcomes marked."""
+    """Objective (search.objective) against the searched value (search.key: μ by default) per cell, one small
+    panel each, outcomes marked; objective=edge (−value or 0) on a linear axis."""
+    key = cells[0].config["search"]["key"] if cells else "optim.lr"
+    edge = bool(cells) and cells[0].config["search"]["objective"] == "edge"
     cols = min(5, len(cells))
     rows = -(-len(cells) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
@@ -99,10 +102,11 @@ def landscape(folder: Path, cells, records) -> None:
             res = rec.get("result") or {}
             outcome = res.get("outcome", "failed") if rec["status"] != "FAILED" else "failed"
             marker, color = MARKERS.get(outcome, ("s", "k"))
-            if res.get("objective") is not None and rec.get("lr"):
-                ax.scatter(rec["lr"], res["objective"], marker=marker, color=color, s=18)
+            x = rec.get("value", rec.get("lr"))
+            if res.get("objective") is not None and x:
+                ax.scatter(x, res["objective"], marker=marker, color=color, s=18)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_yscale("linear" if edge else "log")
         ax.set_title(cell.id, fontsize=7)
         ax.tick_params(labelsize=6)
         ax.grid(True, which="both", alpha=0.3)
@@ -111,7 +115,7 @@ def landscape(folder: Path, cells, records) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("objective", fontsize=7)
     for ax in axes[-1]:
-        ax.set_xlabel("step size μ", fontsize=7)
+        ax.set_xlabel("step size μ" if key == "optim.lr" else key, fontsize=7)
     handles = [plt.Line2D([], [], marker=m, color=c, ls="", label=o) for o, (m, c) in MARKERS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=len(MARKERS), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
