@@ -22,7 +22,7 @@ def test_paper_at_tiny_scale_writes_the_whole_report(tmp_path):
                   "How μ is scaled with N", "What the data show", "Choices where the paper is not explicit"):
         assert f"## {title}" in text
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(figures) == 8 and all((report.parent / f).stat().st_size > 1000 for f in figures)
+    assert len(figures) == 12 and all((report.parent / f).stat().st_size > 1000 for f in figures)
     tables = [ln for ln in text.splitlines() if ln.startswith("| variant") or ln.startswith("| activation")]
     assert len(tables) >= 4
     assert "1 − ρ ∝ N^" in text or "nothing to conclude" in text
