@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rates import PowerLaw
+
 Z95 = 1.959963984540054
 
 
@@ -127,17 +129,7 @@ def posterior_interval(points, lo: float, hi: float, *, log: bool = True, p_corr
     return _from_u(float(u[i]), log), _from_u(float(u[min(j, u.size - 1)]), log)
 
 
-@dataclass(frozen=True)
-class WeightedLaw:
-    """y ≈ c · x^k; ``ci`` the 95 % interval of k."""
-    exponent: float
-    prefactor: float
-    stderr: float
-    ci: tuple[float, float]
-    points: int
-
-
-def fit_power_law_weighted(x, y, sigma_log_y=None) -> WeightedLaw:
+def fit_power_law_weighted(x, y, sigma_log_y=None) -> PowerLaw:
     """Weighted least squares of log y on log x (see the module docstring); ``sigma_log_y`` None: equal weights."""
     from scipy import stats
 
@@ -159,4 +151,4 @@ def fit_power_law_weighted(x, y, sigma_log_y=None) -> WeightedLaw:
         q = float(stats.t.ppf(0.975, n - 2))
     else:
         se, q = math.nan, math.nan
-    return WeightedLaw(k, math.exp(a), se, (k - q * se, k + q * se), n)
+    return PowerLaw(k, math.exp(a), se, (k - q * se, k + q * se), n)

@@ -59,7 +59,23 @@ def make_sampler(name: str, seed: int, startup: int, confidence: float = 0.8):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-class RateSampler(optuna.samplers.BaseSampler):
+class IndependentSampler(optuna.samplers.BaseSampler):
+    """A sampler of one parameter at a time from the study's finished trials (no joint search space)."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+
+def middle_out(k: int, startup: int) -> float:
+    """Share of the range of spread point k < ``startup``: an even grid of ``startup`` cells taken middle-out."""
+    order = sorted(range(startup), key=lambda i: (abs(i - (startup - 1) / 2), i))
+    return (order[k] + 0.5) / startup
+
+
+class RateSampler(IndependentSampler):
     """μ from a model of the local rate (rates.propose_step): a trial's measured loss rate ρ is r(μ)² with
     r(μ) = max(|1 − μa|, |1 − μb|). The first ``startup`` trials spread over the log range (a fixed grid,
     taken middle-out); a proposal already tried or running falls back to the next point of an even
@@ -68,12 +84,6 @@ class RateSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, startup: int):
         self.startup = max(startup, 1)
-
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
 
     def sample_independent(self, study, trial, name, dist):
         S = optuna.trial.TrialState
@@ -102,15 +112,11 @@ class RateSampler(optuna.samplers.BaseSampler):
     def _grid(self, k: int, dist) -> float:
         """Point k of the log range: the first ``startup`` on a grid taken middle-out, then the golden-ratio
         sequence (0.5 + k/φ) mod 1, which keeps filling the range evenly."""
-        if k < self.startup:
-            order = sorted(range(self.startup), key=lambda i: (abs(i - (self.startup - 1) / 2), i))
-            u = (order[k] + 0.5) / self.startup
-        else:
-            u = (0.5 + k * 0.6180339887498949) % 1.0
+        u = middle_out(k, self.startup) if k < self.startup else (0.5 + k * 0.6180339887498949) % 1.0
         return math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
 
 
-class BisectSampler(optuna.samplers.BaseSampler):
+class BisectSampler(IndependentSampler):
     """The edge of success of a searched value (e.g. the largest δ that still converges): probabilistic bisection
     (basin.propose_edge) over the range on the distribution's scale, from the finished trials' outcomes
     (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, so that an
@@ -120,12 +126,6 @@ class BisectSampler(optuna.samplers.BaseSampler):
     def __init__(self, startup: int, confidence: float = 0.8):
         self.startup, self.confidence = max(startup, 2), confidence
 
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
     def sample_independent(self, study, trial, name, dist):
         S = optuna.trial.TrialState
         done = [(t.params[name], t.user_attrs["success"])
@@ -134,9 +134,7 @@ class BisectSampler(optuna.samplers.BaseSampler):
         busy = study.get_trials(deepcopy=False, states=(S.RUNNING,))
         k = len(done) + sum(name in t.params and t.number != trial.number for t in busy)
         if k < self.startup or not done:
-            order = sorted(range(self.startup), key=lambda i: (abs(i - (self.startup - 1) / 2), i))
-            u = (order[k % self.startup] + 0.5) / self.startup
-            return _on_scale(u, dist)
+            return _on_scale(middle_out(k % self.startup, self.startup), dist)
         return basin.propose_edge(done, dist.low, dist.high, log=dist.log, p_correct=self.confidence)
 
 
