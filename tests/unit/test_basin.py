@@ -124,8 +124,9 @@ def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law():
                         "value": delta, "status": "FINISHED", "result": result})
     assert len(records) == 12 * 10
     out = edge_analysis(cells, records)
-    for e in out["edges"]:
-        assert e["low"] <= 2 * e["depth"] ** -0.5 <= e["high"] * 1.05
+    for e in out["edges"]:  # three 95 % intervals: allow each a 5 % miss rather than a flaky test
+        assert e["low"] / 1.05 <= 2 * e["depth"] ** -0.5 <= e["high"] * 1.05
+        assert e["x50"] == pytest.approx(2 * e["depth"] ** -0.5, rel=0.15)
     law = out["laws"]["variant=rgd"]
     assert law["ci95"][0] <= 0.5 <= law["ci95"][1] and law["beta"] == pytest.approx(0.5, abs=0.1)
 
