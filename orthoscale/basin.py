@@ -6,13 +6,14 @@ x₅₀ is where p(x₅₀) = ½. Here:
 
 wilson          k successes of n: the Wilson score interval  (p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
 fit_logistic    p(x) = 1 / (1 + exp(−(a + b u))), u = log x (or x): maximum likelihood by Newton's method;
-                x₅₀ at u₅₀ = −a/b, its 95 % interval by the delta method,
-                Var u₅₀ = (Var a + 2 u₅₀ Cov(a, b) + u₅₀² Var b) / b², Cov = (Xᵀ W X)⁻¹, W = diag p(1−p).
+                x₅₀ at u₅₀ = −a/b; its 95 % interval by profile likelihood, the u₅₀ = c whose best fit over the
+                slope, max_b ℓ(c, b) with p = σ(b (u − c)), lies within χ²₁,₀.₉₅ / 2 of the maximum.
                 Completely separated data (every success below every failure) have no finite MLE: the edge is
                 then only bracketed, by the largest success and the smallest failure.
 propose_edge    probabilistic bisection (Horstein): a posterior over the edge on a grid of u, updated by each
                 outcome as if it were right with probability ``p_correct``; the next probe is the posterior
-                median. Noisy outcomes (seeds, a non-monotone edge) move the posterior, not a hard bracket.
+                median (or another quantile). Noisy outcomes (seeds, a non-monotone edge) move the posterior, not
+                a hard bracket.
 fit_power_law_weighted  log y = log c + k log x by weighted least squares (weights 1/σ² of log y), the 95 %
                 interval of k from Student's t with n − 2 dof and the residual scale max(1, χ²/(n − 2)).
 """
@@ -35,7 +36,8 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
     p, n, z2 = successes / trials, trials, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    low = 0.0 if successes == 0 else max(centre - half, 0.0)  # exact ends: no rounding past p̂ = 0 or 1
+    return low, 1.0 if successes == trials else min(centre + half, 1.0)
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,38 @@ def fit_logistic(x, success, *, log: bool = True, iters: int = 100) -> EdgeFit:
         beta = beta + step
         if np.abs(step).max() < 1e-10:
             break
-    p = 1 / (1 + np.exp(-(X @ beta)))
-    cov = np.linalg.inv(X.T @ (np.clip(p * (1 - p), 1e-12, None)[:, None] * X))
     a, b = beta
     if not b < 0:  # success does not fall with x: no edge in the range
         return EdgeFit(_from_u(u.mean(), log), _from_u(u.min(), log), _from_u(u.max(), log), float(b), n, "flat")
-    uc = -a / b  # centred coordinates
-    var = (cov[0, 0] + 2 * uc * cov[0, 1] + uc * uc * cov[1, 1]) / (b * b)
-    half = Z95 * math.sqrt(max(var, 0.0))
-    u50 = uc + u.mean()
-    return EdgeFit(_from_u(u50, log), _from_u(u50 - half, log), _from_u(u50 + half, log), float(b), n, "logistic")
+    u50 = -a / b + u.mean()
+    lo, hi = profile_interval(u, y, u50, float(b))
+    return EdgeFit(_from_u(u50, log), _from_u(lo, log), _from_u(hi, log), float(b), n, "logistic")
+
+
+CHI2_95 = 3.841458820694124  # the 95 % quantile of χ² with one degree of freedom
+
+
+def _loglik(u: np.ndarray, y: np.ndarray, centres: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+    """Log-likelihood of p = σ(b (u − c)) for each centre c (rows) and slope b (columns)."""
+    z = slopes[None, :, None] * (u[None, None, :] - centres[:, None, None])
+    return -(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)).sum(axis=2)
+
+
+def profile_interval(u: np.ndarray, y: np.ndarray, u50: float, slope: float, grid: int = 200) -> tuple[float, float]:
+    """The profile-likelihood 95 % interval of u₅₀: {c : 2 (ℓ̂ − max_b ℓ(c, b)) ≤ χ²₁,₀.₉₅}, over c on a grid of
+    the range tried and b < 0 on a log grid around the MLE ``slope``. Unlike the delta method it stays honest for
+    nearly separated outcomes (a steep, poorly known slope), where it spans the region of mixed outcomes."""
+    slopes = -np.exp(np.linspace(math.log(abs(slope)) - 6, math.log(abs(slope)) + 6, 61))
+    best = max(float(_loglik(u, y, np.array([u50]), np.array([slope])).max()),
+               float(_loglik(u, y, np.array([u50]), slopes).max()))
+    cs = np.linspace(u.min(), u.max(), grid)
+    chunk = max(1, 2_000_000 // (slopes.size * u.size))
+    prof = np.concatenate([_loglik(u, y, cs[i:i + chunk], slopes).max(axis=1) for i in range(0, grid, chunk)])
+    inside = cs[2 * (best - prof) <= CHI2_95]
+    if not inside.size:
+        return u50, u50
+    step = (u.max() - u.min()) / (grid - 1)
+    return min(float(inside.min()) - step, u50), max(float(inside.max()) + step, u50)
 
 
 def edge_posterior(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8,
@@ -112,10 +136,12 @@ def edge_posterior(points, lo: float, hi: float, *, log: bool = True, p_correct:
     return u, f / f.sum()
 
 
-def propose_edge(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8) -> float:
-    """The next probe of a probabilistic bisection: the median of :func:`edge_posterior`."""
+def propose_edge(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8,
+                 quantile: float = 0.5) -> float:
+    """The next probe of a probabilistic bisection: the median of :func:`edge_posterior` (another ``quantile``
+    spreads probes over where the edge may be, which a fit of the slope of p(x) needs)."""
     u, f = edge_posterior(points, lo, hi, log=log, p_correct=p_correct)
-    k = int(np.searchsorted(np.cumsum(f), 0.5))
+    k = int(np.searchsorted(np.cumsum(f), quantile))
     return _from_u(float(u[min(k, u.size - 1)]), log)
 
 

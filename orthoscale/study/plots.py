@@ -153,13 +153,15 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
             mine = [b for b in bins if b["depth"] == depth]
             x = np.array([np.sqrt(b["from"] * b["to"]) if b["from"] > 0 else (b["from"] + b["to"]) / 2 for b in mine])
             p = np.array([b["p"] for b in mine])
-            err = np.array([[b["p"] - b["wilson"][0], b["wilson"][1] - b["p"]] for b in mine]).T
+            err = np.clip([[b["p"] - b["wilson"][0], b["wilson"][1] - b["p"]] for b in mine], 0, None).T
             ax.errorbar(x, p, yerr=err, fmt="o", ms=3, color=f"C{k}", capsize=2, label=f"N={depth}")
             e = edges.get((label, depth))
             if e and e["kind"] == "logistic":
                 grid = np.geomspace(min(x.min(), e["x50"]) / 1.5, max(x.max(), e["x50"]) * 1.5, 100)
                 ax.plot(grid, 1 / (1 + np.exp(-e["slope"] * np.log(grid / e["x50"]))), color=f"C{k}", lw=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel(name)
         ax.set_ylabel("P(converges to tol)")
         ax.set_title(label, fontsize=9)
@@ -176,7 +178,7 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
         if inside:
             x = np.array([e["depth"] for e in inside], dtype=float)
             y = np.array([e["x50"] for e in inside])
-            err = np.array([[e["x50"] - e["low"], e["high"] - e["x50"]] for e in inside]).T
+            err = np.clip([[e["x50"] - e["low"], e["high"] - e["x50"]] for e in inside], 0, None).T
             law = result["laws"].get(label)
             text = f"  (β = {law['beta']:.2f} [{law['ci95'][0]:.2f}, {law['ci95'][1]:.2f}])" if law else ""
             ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=f"C{k}", capsize=2, label=label + text)
@@ -226,7 +228,8 @@ def runs_plots(folder: Path, rows: list[dict]) -> None:
     for k, (label, grp) in enumerate(_by_series(rows).items()):
         x = np.array([r["depth"] for r in grp], dtype=float)
         share = np.array([r["linear_share"] for r in grp])
-        err = np.array([[r["linear_share"] - r["wilson"][0], r["wilson"][1] - r["linear_share"]] for r in grp]).T
+        err = np.clip([[r["linear_share"] - r["wilson"][0], r["wilson"][1] - r["linear_share"]] for r in grp],
+                      0, None).T
         axes[0].errorbar(x, share, yerr=err, fmt="o-", ms=3, color=f"C{k}", capsize=2, label=label)
         pts = [(r["depth"], r["linear_start"]) for r in grp if r["linear_start"] is not None]
         if pts:

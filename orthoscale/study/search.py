@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from typing import Callable
 
 import optuna
@@ -49,7 +50,7 @@ def make_sampler(name: str, seed: int, startup: int, confidence: float = 0.8):
     if name == "rate":
         return RateSampler(startup)
     if name == "bisect":
-        return BisectSampler(startup, confidence)
+        return BisectSampler(startup, confidence, seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     if name == "gp":
@@ -119,12 +120,15 @@ class RateSampler(IndependentSampler):
 class BisectSampler(IndependentSampler):
     """The edge of success of a searched value (e.g. the largest δ that still converges): probabilistic bisection
     (basin.propose_edge) over the range on the distribution's scale, from the finished trials' outcomes
-    (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, so that an
-    edge near either bound is seen early. Outcomes may disagree (seeds, a basin that is not star-shaped): each
-    is trusted with probability ``confidence``, and repeated probes near the edge are what it is for."""
+    (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, one at a random
+    point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near either bound is seen
+    early and cells pooled later (seeds) do not all probe the same values. Then each probe is a quantile of the
+    posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the slope of
+    p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
+    star-shaped): each is trusted with probability ``confidence``."""
 
-    def __init__(self, startup: int, confidence: float = 0.8):
-        self.startup, self.confidence = max(startup, 2), confidence
+    def __init__(self, startup: int, confidence: float = 0.8, seed: int = 0):
+        self.startup, self.confidence, self.seed = max(startup, 2), confidence, seed
 
     def sample_independent(self, study, trial, name, dist):
         S = optuna.trial.TrialState
@@ -133,9 +137,11 @@ class BisectSampler(IndependentSampler):
                 if name in t.params and t.user_attrs.get("success") is not None]
         busy = study.get_trials(deepcopy=False, states=(S.RUNNING,))
         k = len(done) + sum(name in t.params and t.number != trial.number for t in busy)
+        draw = random.Random(f"{self.seed}/{k}").random()
         if k < self.startup or not done:
-            return _on_scale(middle_out(k % self.startup, self.startup), dist)
-        return basin.propose_edge(done, dist.low, dist.high, log=dist.log, p_correct=self.confidence)
+            return _on_scale(middle_out(k % self.startup, self.startup) + (draw - 0.5) / self.startup, dist)
+        return basin.propose_edge(done, dist.low, dist.high, log=dist.log, p_correct=self.confidence,
+                                  quantile=0.25 + 0.5 * draw)
 
 
 def _on_scale(u: float, dist) -> float:

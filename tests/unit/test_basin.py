@@ -51,11 +51,11 @@ def test_logistic_fit_recovers_a_planted_edge_and_its_interval_covers_it():
     assert fit.kind == "logistic" and fit.x50 == pytest.approx(0.7, rel=0.05) and fit.low < 0.7 < fit.high
     assert fit.slope == pytest.approx(-4.0, rel=0.15)
     covered = 0
-    for _ in range(200):
+    for _ in range(100):
         x = np.exp(rng.uniform(math.log(0.05), math.log(5), 120))
         f = basin.fit_logistic(x, planted_success(x, 0.7, 4.0, rng))
         covered += f.low <= 0.7 <= f.high
-    assert covered >= 0.88 * 200
+    assert covered >= 88
 
 
 def test_separated_and_one_sided_outcomes_bracket_the_edge():
@@ -97,9 +97,9 @@ def test_bisect_sampler_brackets_the_edge_in_an_optuna_study():
     first = sorted(p for p, _ in points[:2])
     assert first[0] < 0.5 < first[1]                     # the spread start: one probe on each side of the middle
     fit = basin.fit_logistic(*zip(*points))
-    assert fit.low <= 0.9 <= fit.high and 0.6 < fit.x50 < 1.35
+    assert fit.x50 == pytest.approx(0.9, rel=0.1)
     late = [x for x, _ in points[10:]]
-    assert 0.5 < float(np.median(late)) < 1.6          # probes concentrate near the edge
+    assert float(np.median(late)) == pytest.approx(0.9, rel=0.1)  # probes concentrate near the edge
 
 
 def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law():
