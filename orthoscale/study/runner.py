@@ -43,7 +43,7 @@ def connect(spec: RayCfg, verbose: int) -> str:
 def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
     total = ray.cluster_resources()
-    if any(c.config["optim"]["device"] == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+    if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
         raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
     if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
         raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
@@ -58,10 +58,12 @@ def worker_hosts() -> dict[str, str]:
 
 
 def make_trainable(threads: int):
-    def orthoscale_trial(config: dict, mnist_arrays: dict | None = None) -> None:
+    def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
+        """One Tune trial: μ = config["lr"] on cell config["cell_index"] of ``cells`` (the study's typed cell
+        configs, sent once through the object store by ``tune.with_parameters``)."""
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
-        result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
+        result = run_trial(cells[config["cell_index"]].cfg, config["lr"], report=tune.report, threads=threads)
         result.node_id = ray.get_runtime_context().get_node_id()
         tune.report({**result.to_dict(), FINAL: True})
     return orthoscale_trial
@@ -96,7 +98,7 @@ class Recorder(DriverOnly, tune.Callback):
     def _record(self, trial, status: str, error: str | None = None) -> None:
         cfg, res = trial.config, dict(trial.last_result or {})
         cell = self.cells[cfg["cell_index"]]
-        mu = step_size(cell.config, cfg["lr"])
+        mu = step_size(cell.cfg, cfg["lr"])
         result = TrialResult.from_dict(res) if res.get(FINAL) else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
@@ -125,9 +127,8 @@ def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: st
     if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    trainable = make_trainable(max(1, int(spec.cpus_per_trial)))
-    if arrays:
-        trainable = tune.with_parameters(trainable, mnist_arrays=arrays)
+    trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
+                                     mnist_arrays=arrays or None)
     searcher.limit = capacity.limit
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
