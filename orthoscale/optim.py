@@ -54,7 +54,7 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     alternate) and its temporaries reuse it.
     """
     frames = frames or [None] * len(blocks)
-    full = lambda G, F: G if G is not None else F.gradient()  # noqa: E731
+    full = lambda G, F: G if G is not None else F.gradient()
     if opt.method == "gd":
         return [B - opt.lr * full(G, F) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()

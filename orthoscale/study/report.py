@@ -79,7 +79,7 @@ def _slowing(res: TrialResult) -> str:
     steps, values = res.curve_steps or [], (res.curves or {}).get("rel_excess") or []
     if len(steps) < 4 or steps[-1] < 8:
         return ""
-    at = lambda t: min(range(len(steps)), key=lambda i: abs(steps[i] - t))  # noqa: E731
+    at = lambda t: min(range(len(steps)), key=lambda i: abs(steps[i] - t))
     i, j, k = at(steps[-1] / 2), at(3 * steps[-1] / 4), len(steps) - 1
     if not (i < j < k and values[i] > 0 and values[j] > 0 and values[k] > 0):
         return ""
