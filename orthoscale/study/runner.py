@@ -19,7 +19,7 @@ from ray import tune
 from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import ConfigError, RayCfg
+from .config import ConfigError, RayCfg, replace_path, set_path
 from .search import CellPruner, CellSearch
 from .store import ResultStore
 from .tracking import TrackingWriter
@@ -43,7 +43,7 @@ def connect(spec: RayCfg, verbose: int) -> str:
 def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
     total = ray.cluster_resources()
-    if any(c.config["optim"]["device"] == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+    if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
         raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
     if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
         raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
@@ -58,10 +58,16 @@ def worker_hosts() -> dict[str, str]:
 
 
 def make_trainable(threads: int):
-    def orthoscale_trial(config: dict, mnist_arrays: dict | None = None) -> None:
+    def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
+        """One Tune trial: μ = config["lr"] (or the searched key config["param"] = config["value"]) on cell
+        config["cell_index"] of ``cells`` (the study's typed cell configs, sent once through the object store by
+        ``tune.with_parameters``)."""
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
-        result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
+        cfg = cells[config["cell_index"]].cfg
+        if config.get("param", "optim.lr") != "optim.lr" and config.get("value") is not None:
+            cfg = replace_path(cfg, config["param"], config["value"])  # the searched key's value of this trial
+        result = run_trial(cfg, config["lr"], report=tune.report, threads=threads)
         result.node_id = ray.get_runtime_context().get_node_id()
         tune.report({**result.to_dict(), FINAL: True})
     return orthoscale_trial
@@ -96,7 +102,7 @@ class Recorder(DriverOnly, tune.Callback):
     def _record(self, trial, status: str, error: str | None = None) -> None:
         cfg, res = trial.config, dict(trial.last_result or {})
         cell = self.cells[cfg["cell_index"]]
-        mu = res["lr"] if res.get(FINAL) else step_size(cell.config, cfg["lr"])  # theory: known to the trial only
+        mu = res["lr"] if res.get(FINAL) else step_size(cell.cfg, cfg["lr"])  # theory: known to the trial only
         result = TrialResult.from_dict(res) if res.get(FINAL) else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
@@ -105,7 +111,8 @@ class Recorder(DriverOnly, tune.Callback):
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
                "tuned": cfg["tuned"], "lr": mu, "param": param, "value": value if value is not None else mu,
                "status": status, "result": result.to_dict() if result else None, "error": error,
-               "cfg": cfg["cfg"], "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
+               "cfg": set_path(cell.config, param, value) if searched else cell.config,
+               "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
                "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides, *searched,
@@ -127,9 +134,8 @@ def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: st
     if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    trainable = make_trainable(max(1, int(spec.cpus_per_trial)))
-    if arrays:
-        trainable = tune.with_parameters(trainable, mnist_arrays=arrays)
+    trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
+                                     mnist_arrays=arrays or None)
     searcher.limit = capacity.limit
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),

@@ -23,7 +23,6 @@ from ray.tune.search import Searcher
 
 from .. import basin, rates
 from .cells import Cell
-from .config import set_path
 from .results import FINAL
 
 METRIC = "objective"
@@ -165,8 +164,8 @@ def trial_attrs(result: dict) -> dict:
 
 
 class CellSearch(Searcher):
-    """Suggests {cell, lr, value, key, cfg} configs (``cfg``: the cell's config with the searched key set);
-    ``finished`` are result records of an earlier attempt (resume)."""
+    """Suggests {cell, lr, param, value, key} configs (``param``: the searched key, ``value`` its value; lr: μ
+    when that key is optim.lr); ``finished`` are result records of an earlier attempt (resume)."""
 
     def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = ()):
         super().__init__(metric=METRIC, mode="min")
@@ -194,7 +193,7 @@ class CellSearch(Searcher):
 
     def searched(self, cell: Cell) -> bool:
         """Whether a cell's trials search the key: always for a key other than μ, for μ with protocol tuned."""
-        return self.key != "optim.lr" or cell.config["optim"]["protocol"] == "tuned"
+        return self.key != "optim.lr" or cell.cfg.optim.protocol == "tuned"
 
     def dist(self, c: int) -> LR:
         return LR(*self.ranges[c], log=self.log)
@@ -283,7 +282,7 @@ class CellSearch(Searcher):
         c = min(open_cells, key=lambda i: (len(self.used[i]), i))
         k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
         self.used[c].add(k)
-        cell, otrial, lr, value, cfg = self.cells[c], None, None, None, self.cells[c].config
+        cell, otrial, lr, value = self.cells[c], None, None, None
         tuned = self.searched(cell)
         if tuned:
             study = self.studies[c]
@@ -291,13 +290,10 @@ class CellSearch(Searcher):
                                          self.spec["startup_trials"], self.spec["bisect_confidence"])
             otrial = study.ask({self.name: self.dist(c)})
             value = otrial.params[self.name]
-            if self.key == "optim.lr":
-                lr = value
-            else:
-                cfg = set_path(cfg, self.key, value)
+            lr = value if self.key == "optim.lr" else None
         self.live[trial_id] = (c, k, otrial)
         return {"cell_index": c, "trial_number": k, "lr": lr, "value": value, "param": self.key, "tuned": tuned,
-                "key": f"{cell.id}#{k}", "cfg": cfg}
+                "key": f"{cell.id}#{k}"}
 
     def report(self, trial_id: str, value: float, step: int) -> bool:
         """Feed an intermediate value to the cell's pruner; True when the trial should stop."""

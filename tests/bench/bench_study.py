@@ -47,7 +47,7 @@ def plain_optuna(cells, trials: int, lo: float, hi: float) -> tuple[float, int]:
     for cell in cells:
         s = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=cell.index,
                                                                                         n_startup_trials=4))
-        s.optimize(lambda t: run_trial(cell.config, t.suggest_float("lr", lo, hi, log=True)).objective,
+        s.optimize(lambda t: run_trial(cell.cfg, t.suggest_float("lr", lo, hi, log=True)).objective,
                    n_trials=trials)
         n += trials
     return time.perf_counter() - start, n
@@ -82,7 +82,7 @@ def main():
     steps = 600
     one = ["model.depth=32", "model.width=32", "seed=0", "optim.protocol=fixed", "optim.lr=0.05", "stop.tol=1e-300",
            f"stop.max_iters={steps}", f"stop.stall_window={steps + 1}", "search.pruner=none"]
-    probe = run_trial(plan(one, grid=False)[0][2][0].config).seconds
+    probe = run_trial(plan(one, grid=False)[0][2][0].cfg).seconds
     steps = max(50, int(steps / probe))  # rescale to ≈ 1 s on this machine
     one = [a if not a.startswith(("stop.max_iters", "stop.stall_window")) else a for a in one]
     one = [a for a in one if not a.startswith(("stop.max_iters", "stop.stall_window"))] + [
