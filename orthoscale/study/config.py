@@ -305,14 +305,14 @@ def set_path(raw: dict, key: str, value) -> dict:
     return out
 
 
-def replace_path(cfg, key: str, value):
+def replace_path(cfg, key: str, value, prefix: str = ""):
     """A copy of the frozen config ``cfg`` with the dotted ``key`` set to ``value`` (checked against its bounds)."""
     head, _, rest = key.partition(".")
     if not rest:
         field_ = next(f for f in dataclasses.fields(cfg) if f.name == head)
-        return dataclasses.replace(cfg, **{head: _check_value(key, value, typing.get_type_hints(type(cfg))[head],
-                                                               dict(field_.metadata))})
-    return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
+        checked = _check_value(prefix + key, value, typing.get_type_hints(type(cfg))[head], dict(field_.metadata))
+        return dataclasses.replace(cfg, **{head: checked})
+    return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value, f"{prefix}{head}.")})
 
 
 def check_rules(cfg: Config) -> None:

@@ -133,15 +133,19 @@ def runs_analysis(cells: list[Cell], records: list[dict]) -> list[dict]:
     rows = []
     for (series, depth), recs in _by_series_depth(cells, records).items():
         res = [r["result"] for r in recs]
-        linear = [x for x in res if x["outcome"] == "converged" and x.get("linear_start") is not None]
-        gaps = [(1 - x["rate"]) / (1 - x["solution_rate"]) for x in linear
-                if x.get("solution_rate") is not None and x["solution_rate"] < 1 and x.get("rate") is not None]
+        # a linear phase: fitted (from its window's start), or a run too short for a fit whose every step after
+        # the first contracts at one rate (rates.short_rate: from step 1)
+        linear = [x for x in res if x["outcome"] == "converged" and x.get("rate_estimate") is not None]
+        rate = {id(x): x["rate"] if x.get("rate") is not None else x["rate_estimate"] for x in linear}
+        gaps = [(1 - rate[id(x)]) / (1 - x["solution_rate"]) for x in linear
+                if x.get("solution_rate") is not None and x["solution_rate"] < 1]
         k = len(linear)
         rows.append({"series": series, "depth": depth, "runs": len(res), "linear": k,
                      "linear_share": k / len(res), "wilson": list(basin.wilson(k, len(res))),
-                     "linear_start": _median(x["linear_start"] for x in linear),
+                     "linear_start": _median(x["linear_start"] if x.get("linear_start") is not None else 1
+                                             for x in linear),
                      "steps": _median(x["steps"] for x in linear),
-                     "rate": _median(x["rate"] for x in linear),
+                     "rate": _median(rate.values()),
                      "solution_rate": _median(x.get("solution_rate") for x in linear),
                      "rate_vs_local": _median(gaps), "rate_vs_local_range": [min(gaps), max(gaps)] if gaps else None,
                      "outcomes": dict(Counter(x["outcome"] for x in res))})

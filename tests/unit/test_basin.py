@@ -10,8 +10,8 @@ import pytest
 
 from orthoscale import basin
 from orthoscale.study.compose import plan
-from orthoscale.study.config import ConfigError
-from orthoscale.study.edges import edge_analysis
+from orthoscale.study.config import ConfigError, replace_path
+from orthoscale.study.edges import edge_analysis, is_edge_study, is_runs_study, runs_analysis, runs_text
 from orthoscale.study.search import BisectSampler, CellSearch
 from orthoscale.study.trial import FINAL
 
@@ -154,3 +154,35 @@ def test_search_key_rules_stop_with_one_line(args, words):
     with pytest.raises(ConfigError) as err:
         plan(args)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_runs_from_standard_starts_are_summarised_per_depth_over_seeds():
+    (cfg, _, cells), = plan(["family=global", "model.depth=2,4", "seed=0,1,2",
+                             "family.grid.variant=[{name: random, model.init: random}]"])
+    assert is_runs_study(cells) and not is_edge_study(cells)
+    plant = {  # per depth: (outcome, fitted ρ, short-run ρ, window start, exact local ρ at the solution) per seed
+        2: [("converged", None, 0.09, None, 0.1), ("converged", 0.1, 0.1, 4, 0.1),
+            ("diverged", None, None, None, None)],
+        4: [("converged", 0.33, 0.33, 6, 0.333), ("stalled", None, None, None, None),
+            ("stalled", None, None, None, None)],
+    }
+    records = []
+    for cell in cells:
+        outcome, rate, est, start, local = plant[cell.get("model.depth")][cell.get("seed")]
+        records.append({"key": f"{cell.id}#0", "cell_index": cell.index, "lr": 0.5, "status": "FINISHED",
+                        "result": {"outcome": outcome, "rate": rate, "rate_estimate": est, "linear_start": start,
+                                   "solution_rate": local, "steps": 20}})
+    rows = {r["depth"]: r for r in runs_analysis(cells, records)}
+    assert rows[2]["linear"] == 2 and rows[2]["runs"] == 3 and rows[2]["outcomes"] == {"converged": 2, "diverged": 1}
+    assert rows[2]["linear_start"] == pytest.approx(2.5)      # a short run's linear phase starts at step 1
+    assert rows[2]["rate_vs_local"] == pytest.approx(((1 - 0.09) / 0.9 + 1) / 2)
+    assert rows[4]["linear"] == 1 and rows[4]["wilson"] == pytest.approx(basin.wilson(1, 3))
+    assert rows[4]["outcomes"] == {"converged": 1, "stalled": 2} and "stalled" in runs_text(list(rows.values()))
+
+
+def test_a_searched_value_replaces_one_key_of_the_typed_config_within_its_bounds():
+    (cfg, _, cells), = plan(["family=basin", "model.depth=2", "seed=0"])
+    moved = replace_path(cells[0].cfg, "model.init_delta", 0.7)
+    assert moved.model.init_delta == 0.7 and moved.model.depth == 2 and cells[0].cfg.model.init_delta != 0.7
+    with pytest.raises(ConfigError, match="model.init_delta"):
+        replace_path(cells[0].cfg, "model.init_delta", -1.0)
