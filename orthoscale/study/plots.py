@@ -199,8 +199,8 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
     points = defaultdict(list)  # depth → (distance to the teacher, to the last iterate, converged)
     for rec in records:
         res, cell = rec.get("result") or {}, cells[rec["cell_index"]]
-        e = edges.get((cell.series, cell.get("model.depth")))
-        if e and e["x50"] and res.get("teacher_distance") is not None:
+        e = edges.get((cell.series, cell.get("model.depth")))  # only where the edge lies inside the range tried
+        if e and e["kind"] in ("logistic", "separated") and res.get("teacher_distance") is not None:
             points[cell.get("model.depth")].append((res["teacher_distance"] / e["x50"],
                                                     (res.get("start_distance") or np.nan) / e["x50"],
                                                     res.get("outcome") == "converged"))
