@@ -11,6 +11,8 @@ import pytest
 from orthoscale import basin
 from orthoscale.study.compose import plan
 from orthoscale.study.config import ConfigError, replace_path
+from orthoscale.study.report import write
+from orthoscale.study.results import TrialResult
 from orthoscale.study.edges import edge_analysis, is_edge_study, is_runs_study, runs_analysis, runs_text
 from orthoscale.study.search import BisectSampler, CellSearch
 from orthoscale.study.trial import FINAL
@@ -102,7 +104,7 @@ def test_bisect_sampler_brackets_the_edge_in_an_optuna_study():
     assert float(np.median(late)) == pytest.approx(0.9, rel=0.1)  # probes concentrate near the edge
 
 
-def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law():
+def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law(tmp_path):
     """The real searcher of family=basin (planted outcomes instead of training): each suggestion carries its δ,
     and the pooled edges per depth follow the planted law δ₅₀ = 2 N^−0.5."""
     (cfg, _, cells), = plan(["family=basin", "model.depth=2,8,32", "seed=0,1,2,3", "search.trials=10",
@@ -121,7 +123,8 @@ def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law():
         result = {"objective": -delta if ok else 0.0, "outcome": "converged" if ok else "stalled", FINAL: True}
         search.on_trial_complete(f"t{n}", result)
         records.append({"key": s["key"], "cell_index": cell.index, "trial_number": s["trial_number"], "lr": 0.1,
-                        "value": delta, "status": "FINISHED", "result": result})
+                        "value": delta, "status": "FINISHED", "result": planted_result(
+                            outcome=result["outcome"], objective=result["objective"], value=delta)})
     assert len(records) == 12 * 10
     out = edge_analysis(cells, records)
     for e in out["edges"]:  # three 95 % intervals: allow each a 5 % miss rather than a flaky test
@@ -129,6 +132,16 @@ def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law():
         assert e["x50"] == pytest.approx(2 * e["depth"] ** -0.5, rel=0.15)
     law = out["laws"]["variant=rgd"]
     assert law["ci95"][0] <= 0.5 <= law["ci95"][1] and law["beta"] == pytest.approx(0.5, abs=0.1)
+    written = write(tmp_path, cells, records)  # the study's report: the edge table replaces the cell table
+    assert "init_delta₅₀ ∝ N^−β" in written["text"] and written["edge"]["laws"] == out["laws"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("basin_success.png", "basin_edge.png",
+                                                               "basin_distance.png", "edges.json"))
+
+
+def planted_result(**fields) -> dict:
+    """A trial's result record as the study writes it, with a short curve."""
+    return TrialResult(**{"lr": 0.1, "steps": 20, "objective": 0.5, "final_rel_excess": 0.3, "curve_steps": [0, 20],
+                          "curves": {"rel_excess": [1.0, 0.3]}, **fields}).to_dict()
 
 
 def test_power_law_weighted_recovers_a_planted_exponent():
@@ -156,7 +169,7 @@ def test_search_key_rules_stop_with_one_line(args, words):
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
-def test_runs_from_standard_starts_are_summarised_per_depth_over_seeds():
+def test_runs_from_standard_starts_are_summarised_per_depth_over_seeds(tmp_path):
     (cfg, _, cells), = plan(["family=global", "model.depth=2,4", "seed=0,1,2",
                              "family.grid.variant=[{name: random, model.init: random}]"])
     assert is_runs_study(cells) and not is_edge_study(cells)
@@ -170,14 +183,16 @@ def test_runs_from_standard_starts_are_summarised_per_depth_over_seeds():
     for cell in cells:
         outcome, rate, est, start, local = plant[cell.get("model.depth")][cell.get("seed")]
         records.append({"key": f"{cell.id}#0", "cell_index": cell.index, "lr": 0.5, "status": "FINISHED",
-                        "result": {"outcome": outcome, "rate": rate, "rate_estimate": est, "linear_start": start,
-                                   "solution_rate": local, "steps": 20}})
+                        "result": planted_result(outcome=outcome, rate=rate, rate_estimate=est, linear_start=start,
+                                                 solution_rate=local)})
     rows = {r["depth"]: r for r in runs_analysis(cells, records)}
     assert rows[2]["linear"] == 2 and rows[2]["runs"] == 3 and rows[2]["outcomes"] == {"converged": 2, "diverged": 1}
     assert rows[2]["linear_start"] == pytest.approx(2.5)      # a short run's linear phase starts at step 1
     assert rows[2]["rate_vs_local"] == pytest.approx(((1 - 0.09) / 0.9 + 1) / 2)
     assert rows[4]["linear"] == 1 and rows[4]["wilson"] == pytest.approx(basin.wilson(1, 3))
     assert rows[4]["outcomes"] == {"converged": 1, "stalled": 2} and "stalled" in runs_text(list(rows.values()))
+    written = write(tmp_path, cells, records)
+    assert written["runs"] and (tmp_path / "global_linear.png").stat().st_size > 1000
 
 
 def test_a_searched_value_replaces_one_key_of_the_typed_config_within_its_bounds():
