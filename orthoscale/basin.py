@@ -1,19 +1,20 @@
 """The edge of a basin of convergence: success statistics in plain numpy.
 
 A run from a start at size x (e.g. the relative perturbation δ of a solution) either succeeds (converges to
-tolerance) or fails. Across starts (seeds) success is random with probability p(x), falling in x; its edge
-x₅₀ is where p(x₅₀) = ½. Here:
+tolerance) or fails. Across starts (seeds) success is random with probability p(x), falling in x (``rising``:
+rising in x, e.g. the scale of a random start); its edge x₅₀ is where p(x₅₀) = ½. Here:
 
 wilson          k successes of n: the Wilson score interval  (p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
 fit_logistic    p(x) = 1 / (1 + exp(−(a + b u))), u = log x (or x): maximum likelihood by Newton's method;
-                x₅₀ at u₅₀ = −a/b; its 95 % interval by profile likelihood, the u₅₀ = c whose best fit over the
-                slope, max_b ℓ(c, b) with p = σ(b (u − c)), lies within χ²₁,₀.₉₅ / 2 of the maximum.
-                Completely separated data (every success below every failure) have no finite MLE: the edge is
-                then only bracketed, by the largest success and the smallest failure.
+                x₅₀ at u₅₀ = −a/b, with b < 0 (b > 0 when rising); its 95 % interval by profile likelihood, the
+                u₅₀ = c whose best fit over the slope, max_b ℓ(c, b) with p = σ(b (u − c)), lies within
+                χ²₁,₀.₉₅ / 2 of the maximum. Completely separated data (every success below every failure; above
+                when rising) have no finite MLE: the edge is then only bracketed, by the last success and the
+                first failure.
 propose_edge    probabilistic bisection (Horstein): a posterior over the edge on a grid of u, updated by each
-                outcome as if it were right with probability ``p_correct``; the next probe is the posterior
-                median (or another quantile). Noisy outcomes (seeds, a non-monotone edge) move the posterior, not
-                a hard bracket.
+                outcome as if it were right with probability ``p_correct`` (a success says the edge lies above
+                x, below it when rising); the next probe is the posterior median (or another quantile).
+                Noisy outcomes (seeds, a non-monotone edge) move the posterior, not a hard bracket.
 fit_power_law_weighted  log y = log c + k log x by weighted least squares (weights 1/σ² of log y), the 95 %
                 interval of k from Student's t with n − 2 dof and the residual scale max(1, χ²/(n − 2)).
 """
@@ -44,7 +45,8 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
 class EdgeFit:
     """x₅₀ with its 95 % interval [low, high]; ``slope`` b of the logistic in u (None when separated);
     ``kind``: "logistic" (the MLE), "separated" (only bracketed), "one-sided" (all successes or all failures:
-    x₅₀ lies beyond the range tried, ``x50`` is the bound and the interval is open on that side)."""
+    x₅₀ lies beyond the range tried, ``x50`` is the bound and the interval is open on that side), "flat" (the
+    fitted slope has the wrong sign: no edge in the range)."""
     x50: float
     low: float
     high: float
@@ -62,19 +64,22 @@ def _from_u(u: float, log: bool) -> float:
     return math.exp(u) if log else u
 
 
-def fit_logistic(x, success, *, log: bool = True, iters: int = 100) -> EdgeFit:
-    """Maximum-likelihood logistic fit of ``success`` (bools) against ``x`` (see the module docstring)."""
+def fit_logistic(x, success, *, log: bool = True, rising: bool = False, iters: int = 100) -> EdgeFit:
+    """Maximum-likelihood logistic fit of ``success`` (bools) against ``x``, p falling in x (``rising``: rising)
+    (see the module docstring)."""
     u, y = _to_u(x, log), np.asarray(success, dtype=np.float64)
     n = u.size
     if n == 0:
         raise ValueError("a logistic fit needs at least one point")
-    if y.all():
-        return EdgeFit(_from_u(u.max(), log), _from_u(u.max(), log), math.inf, None, n, "one-sided")
-    if not y.any():
+    if y.all() or not y.any():  # x₅₀ beyond the range: above it or below it
+        above = bool(y.all()) != rising
+        if above:
+            return EdgeFit(_from_u(u.max(), log), _from_u(u.max(), log), math.inf, None, n, "one-sided")
         return EdgeFit(_from_u(u.min(), log), -math.inf if not log else 0.0, _from_u(u.min(), log), None, n,
                        "one-sided")
-    top, bottom = u[y == 1].max(), u[y == 0].min()
-    if top < bottom:  # complete separation: p jumps from 1 to 0 between these two points
+    below, above = (y == 0, y == 1) if rising else (y == 1, y == 0)
+    top, bottom = u[below].max(), u[above].min()
+    if top < bottom:  # complete separation: p jumps between these two points
         return EdgeFit(_from_u(0.5 * (top + bottom), log), _from_u(top, log), _from_u(bottom, log), None, n,
                        "separated")
     X = np.column_stack([np.ones(n), u - u.mean()])  # centred for conditioning; a shifted back below
@@ -88,7 +93,7 @@ def fit_logistic(x, success, *, log: bool = True, iters: int = 100) -> EdgeFit:
         if np.abs(step).max() < 1e-10:
             break
     a, b = beta
-    if not b < 0:  # success does not fall with x: no edge in the range
+    if not (b > 0 if rising else b < 0):  # success does not fall (rise) with x: no edge in the range
         return EdgeFit(_from_u(u.mean(), log), _from_u(u.min(), log), _from_u(u.max(), log), float(b), n, "flat")
     u50 = -a / b + u.mean()
     lo, hi = profile_interval(u, y, u50, float(b))
@@ -106,9 +111,10 @@ def _loglik(u: np.ndarray, y: np.ndarray, centres: np.ndarray, slopes: np.ndarra
 
 def profile_interval(u: np.ndarray, y: np.ndarray, u50: float, slope: float, grid: int = 200) -> tuple[float, float]:
     """The profile-likelihood 95 % interval of u₅₀: {c : 2 (ℓ̂ − max_b ℓ(c, b)) ≤ χ²₁,₀.₉₅}, over c on a grid of
-    the range tried and b < 0 on a log grid around the MLE ``slope``. Unlike the delta method it stays honest for
-    nearly separated outcomes (a steep, poorly known slope), where it spans the region of mixed outcomes."""
-    slopes = -np.exp(np.linspace(math.log(abs(slope)) - 6, math.log(abs(slope)) + 6, 61))
+    the range tried and b of the sign of the MLE ``slope`` on a log grid around it. Unlike the delta method it
+    stays honest for nearly separated outcomes (a steep, poorly known slope), where it spans the region of mixed
+    outcomes."""
+    slopes = math.copysign(1.0, slope) * np.exp(np.linspace(-6, 6, 61) + math.log(abs(slope)))
     best = max(float(_loglik(u, y, np.array([u50]), np.array([slope])).max()),
                float(_loglik(u, y, np.array([u50]), slopes).max()))
     cs = np.linspace(u.min(), u.max(), grid)
@@ -121,34 +127,34 @@ def profile_interval(u: np.ndarray, y: np.ndarray, u50: float, slope: float, gri
     return min(float(inside.min()) - step, u50), max(float(inside.max()) + step, u50)
 
 
-def edge_posterior(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8,
+def edge_posterior(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8, rising: bool = False,
                    grid: int = 2001) -> tuple[np.ndarray, np.ndarray]:
     """(grid of u, posterior density of the edge on it) after the outcomes ``points`` = [(x, success)]:
     a uniform prior on [lo, hi] in u; a success at x multiplies the density above x by p_correct and below by
-    1 − p_correct (the edge lies above a success), a failure the reverse."""
+    1 − p_correct (the edge lies above a success; below it when ``rising``), a failure the reverse."""
     u = np.linspace(*_to_u([lo, hi], log), grid)
     logf = np.zeros(grid)
     good, bad = math.log(p_correct), math.log(1 - p_correct)
     for x, ok in points:
         above = u > float(_to_u(x, log))
-        logf += np.where(above == bool(ok), good, bad)
+        logf += np.where(above == (bool(ok) != rising), good, bad)
     f = np.exp(logf - logf.max())
     return u, f / f.sum()
 
 
-def propose_edge(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8,
+def propose_edge(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8, rising: bool = False,
                  quantile: float = 0.5) -> float:
     """The next probe of a probabilistic bisection: the median of :func:`edge_posterior` (another ``quantile``
     spreads probes over where the edge may be, which a fit of the slope of p(x) needs)."""
-    u, f = edge_posterior(points, lo, hi, log=log, p_correct=p_correct)
+    u, f = edge_posterior(points, lo, hi, log=log, p_correct=p_correct, rising=rising)
     k = int(np.searchsorted(np.cumsum(f), quantile))
     return _from_u(float(u[min(k, u.size - 1)]), log)
 
 
 def posterior_interval(points, lo: float, hi: float, *, log: bool = True, p_correct: float = 0.8,
-                       mass: float = 0.95) -> tuple[float, float]:
+                       rising: bool = False, mass: float = 0.95) -> tuple[float, float]:
     """The central ``mass`` interval of :func:`edge_posterior`: where the bisection says the edge lies."""
-    u, f = edge_posterior(points, lo, hi, log=log, p_correct=p_correct)
+    u, f = edge_posterior(points, lo, hi, log=log, p_correct=p_correct, rising=rising)
     c = np.cumsum(f)
     tail = (1 - mass) / 2
     i, j = int(np.searchsorted(c, tail)), int(np.searchsorted(c, 1 - tail))

@@ -105,9 +105,10 @@ class SearchCfg:
     low: float | None = number(None, ge=0)    # range of a searched key other than optim.lr (required for it)
     high: float | None = number(None, gt=0)
     scale: str = choice("log", ("log", "linear"))  # of a key other than optim.lr (μ is always searched on log)
-    # minimised: observed loss rate | steps to tol | edge: −value when the run converges to tol, else 0 (the
-    # largest value that still converges is the best)
+    # minimised: observed loss rate | steps to tol | edge: −value (edge=rising: −1/value) when the run converges
+    # to tol, else 0 (the largest value that still converges is the best; rising: the smallest)
     objective: str = choice("rate", ("rate", "steps", "edge"))
+    edge: str = choice("falling", ("falling", "rising"))  # objective=edge: success falls or rises with the value
     sampler: str = choice("rate", ("rate", "bisect", "tpe", "gp", "random", "qmc"))
     bisect_confidence: float = number(0.8, gt=0.5, lt=1)  # bisect: how far one outcome is trusted (basin.py)
     startup_trials: int = number(4, ge=0)
@@ -387,6 +388,8 @@ def check_search_key(cfg: Config) -> None:
         if m.init not in INIT_OF_KEY[s.key]:
             raise ConfigError(f"search.key={s.key!r}: has no effect with model.init={m.init!r}; use "
                               f"{' or '.join(INIT_OF_KEY[s.key])}")
+    if s.objective == "edge" and s.edge == "rising" and s.low is not None and s.low <= 0:
+        raise ConfigError(f"search.low={s.low}: must be > 0 with search.edge=rising (a converged run scores −1/value)")
     if s.sampler == "bisect" and s.objective != "edge":
         raise ConfigError(f"search.sampler='bisect': brackets the edge of success; needs search.objective=edge, "
                           f"not {s.objective!r}")

@@ -4,6 +4,8 @@ Edge (cells that search a value for the edge of success, search.objective=edge, 
 and depth, every finished trial is a point (searched value x, converged or not), pooled over seeds. Per bin of x the
 success share with its Wilson 95 % interval; per depth the edge x₅₀ (p = ½) of a logistic fit in log x with its
 interval; per series the law x₅₀ ∝ N^−β by weighted least squares on the edges (basin.py holds the formulas).
+Success falls with x (search.edge=falling, e.g. the perturbation δ) or rises (rising, e.g. the scale of a random
+start); the law's sign follows, x₅₀ ∝ N^β when rising, so that β > 0 means the basin shrinks with depth.
 
 Runs (cells that search nothing, one run each, several seeds: e.g. the global family): per series and depth, the
 share of runs that reached a linear phase and converged, the step where that phase begins, its rate against the
@@ -52,14 +54,15 @@ def _points(recs: list[dict]) -> tuple[list[float], list[bool]]:
 
 
 def edge_analysis(cells: list[Cell], records: list[dict]) -> dict:
-    """{"edges": [row per series and depth], "bins": [...], "laws": {series: law}, "key": searched key}."""
+    """{"edges": [row per series and depth], "bins": [...], "laws": {series: law}, "key": searched key,
+    "rising": whether success rises with it}."""
     s = cells[0].config["search"]
-    log = s["scale"] == "log" or s["key"] == "optim.lr"
+    log, rising = s["scale"] == "log" or s["key"] == "optim.lr", s.get("edge") == "rising"
     lo, hi = (s["lr_min"], s["lr_max"]) if s["key"] == "optim.lr" else (s["low"], s["high"])
     edges, bins = [], []
     for (series, depth), recs in _by_series_depth(cells, records).items():
         xs, ok = _points(recs)
-        fit = basin.fit_logistic(xs, ok, log=log)
+        fit = basin.fit_logistic(xs, ok, log=log, rising=rising)
         edges.append({"series": series, "depth": depth, "x50": fit.x50, "low": fit.low, "high": fit.high,
                       "kind": fit.kind, "slope": fit.slope, "trials": len(xs), "successes": int(sum(ok)),
                       "seeds": len({r["cell_index"] for r in recs})})
@@ -81,9 +84,16 @@ def edge_analysis(cells: list[Cell], records: list[dict]) -> dict:
             continue
         sigma = [(math.log(e["high"]) - math.log(e["low"])) / (2 * basin.Z95) or 1e-3 for e in inside]
         law = basin.fit_power_law_weighted([e["depth"] for e in inside], [e["x50"] for e in inside], sigma)
-        laws[series] = {"beta": -law.exponent, "ci95": [-law.ci[1], -law.ci[0]], "prefactor": law.prefactor,
-                        "stderr": law.stderr, "points": law.points}
-    return {"key": s["key"], "edges": edges, "bins": bins, "laws": laws}
+        sign = 1 if rising else -1  # β of x₅₀ ∝ N^(sign β)
+        laws[series] = {"beta": sign * law.exponent, "ci95": sorted([sign * law.ci[0], sign * law.ci[1]]),
+                        "exponent": law.exponent, "prefactor": law.prefactor, "stderr": law.stderr,
+                        "points": law.points}
+    return {"key": s["key"], "rising": rising, "edges": edges, "bins": bins, "laws": laws}
+
+
+def law_form(result: dict) -> str:
+    """How the law reads: x₅₀ ∝ N^−β for a falling edge, N^β for a rising one (β > 0: the basin shrinks)."""
+    return "N^β" if result.get("rising") else "N^−β"
 
 
 def _num(v, f=".3g") -> str:
@@ -93,13 +103,17 @@ def _num(v, f=".3g") -> str:
 def edge_text(result: dict) -> str:
     name = result["key"].split(".")[-1]
     head = f"{'series':<24} {'N':>4} {'trials':>6} {'conv':>5} {name + '₅₀':>10} {'95% interval':>20}  fit"
-    lines = [f"edge of success in {result['key']} (converged to stop.tol), pooled over seeds", head, "-" * len(head)]
-    words = {"logistic": "logistic", "separated": "bracketed (no overlap)", "flat": "no edge (p does not fall)"}
+    rising = bool(result.get("rising"))
+    rises = f"; success rises with {name}" if rising else ""
+    lines = [f"edge of success in {result['key']} (converged to stop.tol{rises}), pooled over seeds", head,
+             "-" * len(head)]
+    words = {"logistic": "logistic", "separated": "bracketed (no overlap)",
+             "flat": f"no edge (p does not {'rise' if rising else 'fall'})"}
     for e in result["edges"]:
         kind = words.get(e["kind"], "one-sided: " + ("every run converged" if e["successes"] == e["trials"]
                                                      else "no run converged"))
-        shown = (f">{_num(e['x50'])}" if e["kind"] == "one-sided" and e["successes"] else
-                 f"<{_num(e['x50'])}" if e["kind"] == "one-sided" else _num(e["x50"]))
+        above = bool(e["successes"]) != rising  # a one-sided edge lies above the range tried, or below it
+        shown = ((">" if above else "<") + _num(e["x50"])) if e["kind"] == "one-sided" else _num(e["x50"])
         lines.append(f"{e['series']:<24} {e['depth']:>4} {e['trials']:>6} {e['successes']:>5} {shown:>10} "
                      f"{'[' + _num(e['low']) + ', ' + _num(e['high']) + ']':>20}  {kind}")
     lines.append(f"success share per bin of {name} (k/n, Wilson 95 %):")
@@ -108,7 +122,7 @@ def edge_text(result: dict) -> str:
             f"{_num(b['from'])}–{_num(b['to'])} {b['successes']}/{b['trials']} "
             f"[{b['wilson'][0]:.2f}, {b['wilson'][1]:.2f}]" for b in grp))
     for series, law in result["laws"].items():
-        lines.append(f"[{series}] {name}₅₀ ∝ N^−β, β = {law['beta']:.3f} (95% CI {law['ci95'][0]:.3f}…"
+        lines.append(f"[{series}] {name}₅₀ ∝ {law_form(result)}, β = {law['beta']:.3f} (95% CI {law['ci95'][0]:.3f}…"
                      f"{law['ci95'][1]:.3f}, {law['points']} depths)")
     missing = sorted({e["series"] for e in result["edges"]} - set(result["laws"]))
     if missing:

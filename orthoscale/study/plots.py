@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (backend first)
 import numpy as np  # noqa: E402 (backend first)
 
+from .edges import law_form  # noqa: E402 (backend first)
 
 
 def _against_depth(ax, cells, rows, laws, column, law_key, transform):
@@ -143,7 +144,7 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
     """basin_success.png (success share per bin with Wilson bars and the logistic fit, a panel per series),
     basin_edge.png (x₅₀ against N with intervals and the law), basin_distance.png (success against the distance
     from the start, in units of the depth's edge)."""
-    name = result["key"].split(".")[-1]
+    name, rising = result["key"].split(".")[-1], bool(result.get("rising"))
     series = _by_series(result["bins"])
     fig, axes = plt.subplots(1, len(series) or 1, figsize=(4 * max(len(series), 1), 3.4), squeeze=False)
     edges = {(e["series"], e["depth"]): e for e in result["edges"]}
@@ -180,14 +181,16 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
             y = np.array([e["x50"] for e in inside])
             err = np.clip([[e["x50"] - e["low"], e["high"] - e["x50"]] for e in inside], 0, None).T
             law = result["laws"].get(label)
-            text = f"  (β = {law['beta']:.2f} [{law['ci95'][0]:.2f}, {law['ci95'][1]:.2f}])" if law else ""
+            text = (f"  ({name}₅₀ ∝ {law_form(result)}, β = {law['beta']:.2f} [{law['ci95'][0]:.2f}, "
+                    f"{law['ci95'][1]:.2f}])" if law else "")
             ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=f"C{k}", capsize=2, label=label + text)
             if law:
                 grid = np.geomspace(x.min(), x.max(), 50)
-                ax.plot(grid, law["prefactor"] * grid ** -law["beta"], color=f"C{k}", lw=1)
+                ax.plot(grid, law["prefactor"] * grid ** (law["beta"] if rising else -law["beta"]), color=f"C{k}",
+                        lw=1)
         if beyond:
-            ax.scatter([e["depth"] for e in beyond], [e["x50"] for e in beyond], marker="^", color=f"C{k}",
-                       label=f"{label}: every run converged up to here")
+            ax.scatter([e["depth"] for e in beyond], [e["x50"] for e in beyond], marker="v" if rising else "^",
+                       color=f"C{k}", label=f"{label}: every run converged {'down' if rising else 'up'} to here")
     ax.set_yscale("log")
     _depth_axes(ax, f"edge {name}₅₀ (P = ½), 95 % interval", "Basin edge against depth")
     fig.tight_layout()

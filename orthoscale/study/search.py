@@ -45,11 +45,11 @@ def record_value(rec: dict) -> float | None:
     return rec.get("value", rec.get("lr"))
 
 
-def make_sampler(name: str, seed: int, startup: int, confidence: float = 0.8):
+def make_sampler(name: str, seed: int, startup: int, confidence: float = 0.8, rising: bool = False):
     if name == "rate":
         return RateSampler(startup)
     if name == "bisect":
-        return BisectSampler(startup, confidence, seed)
+        return BisectSampler(startup, confidence, seed, rising)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     if name == "gp":
@@ -117,17 +117,17 @@ class RateSampler(IndependentSampler):
 
 
 class BisectSampler(IndependentSampler):
-    """The edge of success of a searched value (e.g. the largest δ that still converges): probabilistic bisection
-    (basin.propose_edge) over the range on the distribution's scale, from the finished trials' outcomes
-    (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, one at a random
-    point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near either bound is seen
-    early and cells pooled later (seeds) do not all probe the same values. Then each probe is a quantile of the
-    posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the slope of
-    p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
+    """The edge of success of a searched value (the largest δ that still converges; ``rising``: the smallest scale
+    that does): probabilistic bisection (basin.propose_edge) over the range on the distribution's scale, from the
+    finished trials' outcomes (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range,
+    middle-out, one at a random point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near
+    either bound is seen early and cells pooled later (seeds) do not all probe the same values. Then each probe is a
+    quantile of the posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the
+    slope of p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
     star-shaped): each is trusted with probability ``confidence``."""
 
-    def __init__(self, startup: int, confidence: float = 0.8, seed: int = 0):
-        self.startup, self.confidence, self.seed = max(startup, 2), confidence, seed
+    def __init__(self, startup: int, confidence: float = 0.8, seed: int = 0, rising: bool = False):
+        self.startup, self.confidence, self.seed, self.rising = max(startup, 2), confidence, seed, rising
 
     def sample_independent(self, study, trial, name, dist):
         S = optuna.trial.TrialState
@@ -140,7 +140,7 @@ class BisectSampler(IndependentSampler):
         if k < self.startup or not done:
             return _on_scale(middle_out(k % self.startup, self.startup) + (draw - 0.5) / self.startup, dist)
         return basin.propose_edge(done, dist.low, dist.high, log=dist.log, p_correct=self.confidence,
-                                  quantile=0.25 + 0.5 * draw)
+                                  rising=self.rising, quantile=0.25 + 0.5 * draw)
 
 
 def _on_scale(u: float, dist) -> float:
@@ -287,7 +287,8 @@ class CellSearch(Searcher):
         if tuned:
             study = self.studies[c]
             study.sampler = make_sampler(self.spec["sampler"], derived_seed(self.spec["seed"], c, k),
-                                         self.spec["startup_trials"], self.spec["bisect_confidence"])
+                                         self.spec["startup_trials"], self.spec["bisect_confidence"],
+                                         self.spec["edge"] == "rising")
             otrial = study.ask({self.name: self.dist(c)})
             value = otrial.params[self.name]
             lr = value if self.key == "optim.lr" else None

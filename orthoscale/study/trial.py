@@ -82,14 +82,17 @@ def step_size(cfg: Config, lr: float | None, spectrum: theory.LocalSpectrum | No
 def objective(traj: Trajectory, stop: StopRules, search: SearchCfg, rho: float | None,
               value: float | None = None) -> float:
     """What a cell's search minimises. search.objective = edge: −``value`` (the searched key's) when the run
-    converged to tolerance, else 0, so the best trial is the largest value that still converges.
+    converged to tolerance, else 0, so the best trial is the largest value that still converges (search.edge =
+    rising: −1/``value``, the smallest).
     rate: the observed loss rate ``rho`` < 1
     (:func:`rates.estimate_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search.penalty
     if search.objective == "edge":
-        return -float(value) if traj.outcome == "converged" and value is not None else 0.0
+        if traj.outcome != "converged" or value is None:
+            return 0.0
+        return -1 / float(value) if search.edge == "rising" else -float(value)
     if search.objective == "rate":
         if rho is not None and rho < 1:
             return rho

@@ -41,21 +41,24 @@ def test_wilson_coverage_averaged_over_the_share_is_95_percent():
 
 
 def planted_success(x, x50, slope, rng):
-    """P(success | x) = 1 / (1 + (x/x50)^slope): a logistic in log x with its edge at x50."""
+    """P(success | x) = 1 / (1 + (x/x50)^slope): a logistic in log x with its edge at x50, falling in x for a
+    positive slope and rising for a negative one."""
     x = np.asarray(x)
     return rng.random(x.size) < 1 / (1 + (x / x50) ** slope)
 
 
-def test_logistic_fit_recovers_a_planted_edge_and_its_interval_covers_it():
-    rng = np.random.default_rng(1)
+@pytest.mark.parametrize("rising", [False, True])
+def test_logistic_fit_recovers_a_planted_edge_and_its_interval_covers_it(rising):
+    rng, slope = np.random.default_rng(1), -4.0 if rising else 4.0
     x = np.exp(rng.uniform(math.log(0.05), math.log(5), 3000))
-    fit = basin.fit_logistic(x, planted_success(x, 0.7, 4.0, rng))
+    fit = basin.fit_logistic(x, planted_success(x, 0.7, slope, rng), rising=rising)
     assert fit.kind == "logistic" and fit.x50 == pytest.approx(0.7, rel=0.05) and fit.low < 0.7 < fit.high
-    assert fit.slope == pytest.approx(-4.0, rel=0.15)
+    assert fit.slope == pytest.approx(-slope, rel=0.15)
+    assert basin.fit_logistic(x, planted_success(x, 0.7, slope, rng), rising=not rising).kind == "flat"
     covered = 0
     for _ in range(100):
         x = np.exp(rng.uniform(math.log(0.05), math.log(5), 120))
-        f = basin.fit_logistic(x, planted_success(x, 0.7, 4.0, rng))
+        f = basin.fit_logistic(x, planted_success(x, 0.7, slope, rng), rising=rising)
         covered += f.low <= 0.7 <= f.high
     assert covered >= 88
 
@@ -68,47 +71,70 @@ def test_separated_and_one_sided_outcomes_bracket_the_edge():
     assert every.kind == "one-sided" and every.x50 == 0.2 and every.high == math.inf
 
 
-def test_probabilistic_bisection_alone_finds_a_sharp_edge_and_a_noisy_one():
+def test_a_rising_edge_is_bracketed_and_bounded_on_the_other_side():
+    fit = basin.fit_logistic([0.1, 0.2, 0.4, 0.8], [False, False, True, True], rising=True)
+    assert fit.kind == "separated" and (fit.low, fit.high) == pytest.approx((0.2, 0.4))
+    every = basin.fit_logistic([0.1, 0.2], [True, True], rising=True)  # the edge lies below the smallest tried
+    assert every.kind == "one-sided" and (every.x50, every.low, every.high) == pytest.approx((0.1, 0.0, 0.1))
+    none = basin.fit_logistic([0.1, 0.2], [False, False], rising=True)  # ... above the largest
+    assert none.kind == "one-sided" and none.x50 == pytest.approx(0.2) and none.high == math.inf
+    assert basin.fit_logistic([0.1, 0.2, 0.4], [True, False, False], rising=True).kind == "flat"
+
+
+@pytest.mark.parametrize("rising", [False, True])
+def test_probabilistic_bisection_alone_finds_a_sharp_edge_and_a_noisy_one(rising):
     for trust, width in ((0.8, 20), (0.97, 1.1)):  # the interval is as wide as the outcomes are trusted
         sharp = []
         for _ in range(14):
-            x = basin.propose_edge(sharp, 0.01, 10, p_correct=trust)
-            sharp.append((x, x < 0.37))
-        lo, hi = basin.posterior_interval(sharp, 0.01, 10, p_correct=trust)
+            x = basin.propose_edge(sharp, 0.01, 10, p_correct=trust, rising=rising)
+            sharp.append((x, (x < 0.37) != rising))
+        lo, hi = basin.posterior_interval(sharp, 0.01, 10, p_correct=trust, rising=rising)
         assert lo <= 0.37 <= hi and hi / lo < width and sharp[-1][0] == pytest.approx(0.37, rel=0.02)
     rng, noisy = np.random.default_rng(3), []
     for _ in range(60):  # each probe is a new seed: its own edge, log-normal around 0.37
-        x = basin.propose_edge(noisy, 0.01, 10, p_correct=0.7)
-        noisy.append((x, x < 0.37 * math.exp(0.3 * rng.standard_normal())))
-    fit = basin.fit_logistic(*zip(*noisy))
+        x = basin.propose_edge(noisy, 0.01, 10, p_correct=0.7, rising=rising)
+        noisy.append((x, (x < 0.37 * math.exp(0.3 * rng.standard_normal())) != rising))
+    fit = basin.fit_logistic(*zip(*noisy), rising=rising)
     assert fit.low <= 0.37 <= fit.high and fit.x50 == pytest.approx(0.37, rel=0.25)
 
 
-def test_bisect_sampler_brackets_the_edge_in_an_optuna_study():
-    study = optuna.create_study(direction="minimize", sampler=BisectSampler(2))
+@pytest.mark.parametrize("rising", [False, True])
+def test_bisect_sampler_brackets_the_edge_in_an_optuna_study(rising):
+    study = optuna.create_study(direction="minimize", sampler=BisectSampler(2, rising=rising))
     dist = optuna.distributions.FloatDistribution(0.05, 5.0, log=True)
     rng = np.random.default_rng(5)
     points = []
     for _ in range(30):
         t = study.ask({"init_delta": dist})
         x = t.params["init_delta"]
-        ok = bool(x < 0.9 * math.exp(0.2 * rng.standard_normal()))
+        ok = bool(x < 0.9 * math.exp(0.2 * rng.standard_normal())) != rising
         t.set_user_attr("success", ok)
-        study.tell(t, -x if ok else 0.0)
+        study.tell(t, (-1 / x if rising else -x) if ok else 0.0)
         points.append((x, ok))
     first = sorted(p for p, _ in points[:2])
     assert first[0] < 0.5 < first[1]                     # the spread start: one probe on each side of the middle
-    fit = basin.fit_logistic(*zip(*points))
+    fit = basin.fit_logistic(*zip(*points), rising=rising)
     assert fit.x50 == pytest.approx(0.9, rel=0.1)
     late = [x for x, _ in points[10:]]
     assert float(np.median(late)) == pytest.approx(0.9, rel=0.1)  # probes concentrate near the edge
 
 
-def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law(tmp_path):
-    """The real searcher of family=basin (planted outcomes instead of training): each suggestion carries its δ,
-    and the pooled edges per depth follow the planted law δ₅₀ = 2 N^−0.5."""
-    (cfg, _, cells), = plan(["family=basin", "model.depth=2,8,32", "seed=0,1,2,3", "search.trials=10",
+PLANTED = {  # family: (searched key, its range, the planted edge c N^k, the law's form in the report)
+    "basin": ("model.init_delta", (0.05, 8.0), (2.0, -0.5), "init_delta₅₀ ∝ N^−β"),
+    "basin_scale": ("model.init_scale", (0.01, 3.0), (0.05, 0.5), "init_scale₅₀ ∝ N^β"),
+}
+
+
+@pytest.mark.parametrize("family", PLANTED)
+def test_a_basin_study_search_plants_values_and_its_analysis_recovers_the_law(tmp_path, family):
+    """The real searcher of family=basin (δ, success falls with it) and family=basin_scale (the free layer's scale,
+    success rises with it), with planted outcomes instead of training: each suggestion carries its value, and
+    the pooled edges per depth follow the planted law c N^k (β = |k|: the basin shrinks with depth either way)."""
+    key, (low, high), (c, k), form = PLANTED[family]
+    (cfg, _, cells), = plan([f"family={family}", "model.depth=2,8,32", "seed=0,1,2,3", "search.trials=10",
                              "+family.grid.variant=[{name: rgd, optim.method: rgd}]"])
+    rising = cfg.search.edge == "rising"
+    assert rising == (k > 0)
     search = CellSearch(cells, {**cfg.search.__dict__})
     rng, records = np.random.default_rng(11), []
     for n in range(2000):
@@ -116,24 +142,27 @@ def test_a_basin_study_search_plants_deltas_and_its_analysis_recovers_the_law(tm
         if s == "FINISHED":
             break
         cell = cells[s["cell_index"]]
-        delta = s["value"]
-        assert s["lr"] is None and s["param"] == "model.init_delta" and 0.05 <= delta <= 8
-        edge = 2 * cell.get("model.depth") ** -0.5 * math.exp(0.15 * rng.standard_normal())
-        ok = delta < edge
-        result = {"objective": -delta if ok else 0.0, "outcome": "converged" if ok else "stalled", FINAL: True}
+        value = s["value"]
+        assert s["lr"] is None and s["param"] == key and low <= value <= high
+        edge = c * cell.get("model.depth") ** k * math.exp(0.15 * rng.standard_normal())
+        ok = (value < edge) != rising
+        score = (-1 / value if rising else -value) if ok else 0.0
+        result = {"objective": score, "outcome": "converged" if ok else "stalled", FINAL: True}
         search.on_trial_complete(f"t{n}", result)
         records.append({"key": s["key"], "cell_index": cell.index, "trial_number": s["trial_number"], "lr": 0.1,
-                        "value": delta, "status": "FINISHED", "result": planted_result(
-                            outcome=result["outcome"], objective=result["objective"], value=delta)})
+                        "value": value, "status": "FINISHED", "result": planted_result(
+                            outcome=result["outcome"], objective=result["objective"], value=value)})
     assert len(records) == 12 * 10
     out = edge_analysis(cells, records)
+    assert out["rising"] == rising
     for e in out["edges"]:  # three 95 % intervals: allow each a 5 % miss rather than a flaky test
-        assert e["low"] / 1.05 <= 2 * e["depth"] ** -0.5 <= e["high"] * 1.05
-        assert e["x50"] == pytest.approx(2 * e["depth"] ** -0.5, rel=0.15)
+        assert e["low"] / 1.05 <= c * e["depth"] ** k <= e["high"] * 1.05 and e["kind"] == "logistic"
+        assert e["x50"] == pytest.approx(c * e["depth"] ** k, rel=0.15)
     law = out["laws"]["variant=rgd"]
     assert law["ci95"][0] <= 0.5 <= law["ci95"][1] and law["beta"] == pytest.approx(0.5, abs=0.1)
+    assert law["exponent"] == pytest.approx(k, abs=0.1)
     written = write(tmp_path, cells, records)  # the study's report: the edge table replaces the cell table
-    assert "init_delta₅₀ ∝ N^−β" in written["text"] and written["edge"]["laws"] == out["laws"]
+    assert form in written["text"] and written["edge"]["laws"] == out["laws"]
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("basin_success.png", "basin_edge.png",
                                                                "basin_distance.png", "edges.json"))
 
@@ -160,6 +189,7 @@ def test_power_law_weighted_recovers_a_planted_exponent():
     (["search.sampler=bisect"], "search.objective=edge"),
     (["search.low=0.1"], "search.lr_min"),
     (["family=basin", "search.low=0"], "must be > 0 on search.scale=log"),
+    (["family=basin_scale", "search.low=0", "search.scale=linear"], "must be > 0 with search.edge=rising"),
     (["family=basin", "model.init=random"], "model.init='random'"),
     (["family=basin", "data.noise=0.1"], "optim.protocol='theory'"),
 ])

@@ -107,3 +107,13 @@ def test_step_size_follows_the_protocol(protocol, lr, expected):
     cfg = Config(optim=OptimCfg(protocol=protocol, lr=0.2), model=ModelCfg(depth=8))
     assert step_size(cfg, lr) == pytest.approx(expected)
     assert type(step_size(cfg, lr)) is float
+
+
+# ---------------------------------------------------------------- search.objective = edge
+
+@pytest.mark.parametrize("edge, best", [("falling", 2.0), ("rising", 0.5)])
+def test_edge_objective_ranks_the_value_at_the_edge_best_and_every_failure_last(edge, best):
+    search = SearchCfg(objective="edge", edge=edge)
+    scores = {v: objective(traj(geometric(0.5, 40), "converged"), STOP, search, None, v) for v in (0.5, 1.0, 2.0)}
+    assert min(scores, key=scores.get) == best and max(scores.values()) < 0
+    assert objective(traj(geometric(0.99, 40), "stalled"), STOP, search, None, best) == 0.0
