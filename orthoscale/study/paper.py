@@ -1,7 +1,7 @@
 """The paper's experiments (arXiv 2311.14658: RGD on MNIST, RGD vs plain GD, the effect of depth, nonlinear
-activations) as four studies of the service, two studies beyond its local rate (family basin: the edge of the basin
-of linear convergence against depth; family global: runs from standard starts), and one self-contained Markdown
-report with its figures.
+activations) as four studies of the service, three studies beyond its local rate (family basin: the edge of the
+basin of linear convergence against depth; basin_scale: the edge in the free layer's scale of a random start;
+family global: runs from standard starts), and one self-contained Markdown report with its figures.
 
 Settings the paper does not pin down are choices stated in the report and kept as config values
 (conf/family/paper_*.yaml): width 10, whitening on the non-null subspace, tolerance 1e-8 on the
@@ -19,6 +19,7 @@ from .compose import plan
 from .config import ConfigError
 from .driver import StudyResult, check_record_outlives_job, run_study
 from .locations import artifact_location, state_dir, tracking_uri
+from .edges import law_form
 from .report import rate_count, rate_label
 from .tracking import Tracker
 
@@ -28,13 +29,15 @@ SCALES = {  # tiny: for tests; small: `make paper` on a laptop; full: a cluster 
     "small": [],
     "full": ["model.depth=2,4,8,16,32,64,128", "seed=0,1,2", "search.trials=20", "stop.extend_to=40000"],
 }
-BEYOND = ("basin", "global")  # beyond the local rate: the basin's edge against depth, and runs from standard starts
+BEYOND = ("basin", "basin_scale", "global")  # beyond the local rate: the basin's edges against depth (in δ, and in
+#                                              the scale of a random start), and runs from standard starts
 BEYOND_SCALES = {  # their own sizes (the MNIST overrides above do not apply to them), and seeds per family
     "tiny": ["model.depth=2,4", "search.trials=2", "stop.max_iters=300"],
     "small": ["model.depth=2,4,8,16,32"],
     "full": ["model.depth=2,4,8,16,32,64,128,256", "search.trials=8"],
 }
 BEYOND_SEEDS = {"basin": {"tiny": "seed=0", "small": "seed=0,1", "full": "seed=range(10)"},
+                "basin_scale": {"tiny": "seed=0", "small": "seed=0,1", "full": "seed=range(10)"},
                 "global": {"tiny": "seed=0,1", "small": "seed=0,1,2", "full": "seed=range(32)"}}
 SECTIONS = {  # study → (title, the grid axes that name a row of its table)
     "paper_mnist": ("Rate against depth on MNIST", ("variant",)),
@@ -260,21 +263,23 @@ def _beyond(name: str, res: StudyResult, folder: Path) -> list[str]:
         if (report / png).exists():
             shutil.copy(report / png, folder / f"{name}-{png}")
     head = [f"Study `{res.name}` ({len(res.rows)} cells); MLflow parent run `{res.parent_run_id}`.", ""]
-    if name == "basin":
+    if name != "global":
         edges = json.loads((report / "edges.json").read_text()) if (report / "edges.json").exists() else None
         if not edges:
             return head + ["No trial finished.", ""]
-        lines = head + ["| series | N | trials (converged) | δ₅₀ | 95 % interval | fit |", "|---|---|---|---|---|---|"]
+        x50 = EDGE_SYMBOL[name]
+        lines = head + [f"| series | N | trials (converged) | {x50} | 95 % interval | fit |",
+                        "|---|---|---|---|---|---|"]
         for e in edges["edges"]:
             lines.append(f"| {e['series']} | {e['depth']} | {e['trials']} ({e['successes']}) | "
                          f"{_fmt(e['x50'], '.3g')} | [{_fmt(e['low'], '.3g')}, {_fmt(e['high'], '.3g')}] | "
                          f"{e['kind']} |")
-        lines += ["", "| series | β in δ₅₀ ∝ N^−β [95 % CI] | depths |", "|---|---|---|"]
+        lines += ["", f"| series | β in {x50} ∝ {law_form(edges)} [95 % CI] | depths |", "|---|---|---|"]
         laws = [f"| {k} | {v['beta']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] | {v['points']} |"
                 for k, v in edges["laws"].items()]
         lines += laws or ["| — | no series has an edge inside the range at two depths | |"]
-        return lines + ["", "![success](basin-basin_success.png) ![edge](basin-basin_edge.png) "
-                        "![distance](basin-basin_distance.png)", ""]
+        return lines + ["", f"![success]({name}-basin_success.png) ![edge]({name}-basin_edge.png) "
+                        f"![distance]({name}-basin_distance.png)", ""]
     rows = json.loads((report / "runs.json").read_text()) if (report / "runs.json").exists() else []
     lines = head + ["| start | N | linear phase (Wilson 95 %) | phase begins (median step) | ρ | ρ at the solution "
                     "(exact) | (1 − ρ)/(1 − ρ_loc) | outcomes |", "|---|---|---|---|---|---|---|---|"]
@@ -286,12 +291,19 @@ def _beyond(name: str, res: StudyResult, folder: Path) -> list[str]:
     return lines + ["", "![global](global-global_linear.png)", ""]
 
 
+EDGE_SYMBOL = {"basin": "δ₅₀", "basin_scale": "s₅₀"}  # the edge in the searched key of each edge study
 BEYOND_TEXT = {
     "basin": ("Beyond the local rate: the basin of linear convergence",
               "Teacher–student (width 8), μ = μ_opt(N) of the exact local theory; each cell bisects the relative "
               "perturbation δ of the teacher between converging to tolerance within the budget and not; the edge δ₅₀ "
               "(P = ½) per depth pools every seed's trials in a logistic fit in log δ. RGD with a free first layer, "
               "RGD with the free layer last and plain GD start from the same perturbation of their teacher."),
+    "basin_scale": ("Beyond the local rate: how large a random start must be",
+                    "Random networks (Gaussian free layer of scale s, Haar orthonormal layers), width 8, μ = μ_opt(N); "
+                    "each cell bisects s between converging to tolerance within the budget and not. Success rises with "
+                    "s, so the edge s₅₀ (P = ½) is the smallest scale that still converges and its law reads "
+                    "s₅₀ ∝ N^β (β > 0: the basin shrinks with depth). RGD with a free first layer, RGD with the free "
+                    "layer last and plain GD start from the same random networks."),
     "global": ("From standard initialisations",
                "Random networks at three scales of the free layer and the spectral start, one run per seed, "
                "μ = μ_opt(N): the share that reaches a linear phase and converges, where the phase begins (the "

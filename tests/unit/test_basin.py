@@ -9,8 +9,10 @@ import optuna
 import pytest
 
 from orthoscale import basin
+from orthoscale.study import paper
 from orthoscale.study.compose import plan
 from orthoscale.study.config import ConfigError, replace_path
+from orthoscale.study.driver import StudyResult
 from orthoscale.study.report import write
 from orthoscale.study.results import TrialResult
 from orthoscale.study.edges import edge_analysis, is_edge_study, is_runs_study, runs_analysis, runs_text
@@ -119,9 +121,9 @@ def test_bisect_sampler_brackets_the_edge_in_an_optuna_study(rising):
     assert float(np.median(late)) == pytest.approx(0.9, rel=0.1)  # probes concentrate near the edge
 
 
-PLANTED = {  # family: (searched key, its range, the planted edge c N^k, the law's form in the report)
-    "basin": ("model.init_delta", (0.05, 8.0), (2.0, -0.5), "init_delta₅₀ ∝ N^−β"),
-    "basin_scale": ("model.init_scale", (0.01, 3.0), (0.05, 0.5), "init_scale₅₀ ∝ N^β"),
+PLANTED = {  # family: (searched key, its range, the planted edge c N^k, the law's form in the report and the paper)
+    "basin": ("model.init_delta", (0.05, 8.0), (2.0, -0.5), "init_delta₅₀ ∝ N^−β", "β in δ₅₀ ∝ N^−β"),
+    "basin_scale": ("model.init_scale", (0.01, 3.0), (0.05, 0.5), "init_scale₅₀ ∝ N^β", "β in s₅₀ ∝ N^β"),
 }
 
 
@@ -130,7 +132,7 @@ def test_a_basin_study_search_plants_values_and_its_analysis_recovers_the_law(tm
     """The real searcher of family=basin (δ, success falls with it) and family=basin_scale (the free layer's scale,
     success rises with it), with planted outcomes instead of training: each suggestion carries its value, and
     the pooled edges per depth follow the planted law c N^k (β = |k|: the basin shrinks with depth either way)."""
-    key, (low, high), (c, k), form = PLANTED[family]
+    key, (low, high), (c, k), form, paper_form = PLANTED[family]
     (cfg, _, cells), = plan([f"family={family}", "model.depth=2,8,32", "seed=0,1,2,3", "search.trials=10",
                              "+family.grid.variant=[{name: rgd, optim.method: rgd}]"])
     rising = cfg.search.edge == "rising"
@@ -161,10 +163,15 @@ def test_a_basin_study_search_plants_values_and_its_analysis_recovers_the_law(tm
     law = out["laws"]["variant=rgd"]
     assert law["ci95"][0] <= 0.5 <= law["ci95"][1] and law["beta"] == pytest.approx(0.5, abs=0.1)
     assert law["exponent"] == pytest.approx(k, abs=0.1)
-    written = write(tmp_path, cells, records)  # the study's report: the edge table replaces the cell table
+    report = tmp_path / "study" / "report"
+    written = write(report, cells, records)  # the study's report: the edge table replaces the cell table
     assert form in written["text"] and written["edge"]["laws"] == out["laws"]
-    assert all((tmp_path / f).stat().st_size > 1000 for f in ("basin_success.png", "basin_edge.png",
-                                                               "basin_distance.png", "edges.json"))
+    assert all((report / f).stat().st_size > 1000 for f in ("basin_success.png", "basin_edge.png",
+                                                             "basin_distance.png", "edges.json"))
+    res = StudyResult(family, report.parent, None, None, "", [], {}, "", 0.0, 0, [])  # the paper's section of it
+    section = "\n".join(paper._beyond(family, res, tmp_path))
+    assert f"| series | {paper_form} [95 % CI] | depths |" in section and "| variant=rgd | 32 | 40 (" in section
+    assert (tmp_path / f"{family}-basin_edge.png").exists() and f"({family}-basin_edge.png)" in section
 
 
 def planted_result(**fields) -> dict:
