@@ -42,3 +42,18 @@ def test_basin_family_records_the_searched_delta_the_plots_and_the_law(tmp_path)
     assert law["points"] == 2 and "beta" in law and "edge_beta.variant:gd" in parent.data.metrics
     edges = json.loads((folder / "report" / "edges.json").read_text())
     assert {e["depth"] for e in edges["edges"]} == {2, 4} and edges["bins"]
+
+
+def test_basin_scale_family_searches_the_scale_of_a_random_start_with_success_rising(tmp_path):
+    out = run_cli(["family=basin_scale", "model.depth=2", "seed=0,1", "search.trials=3",
+                   "family.grid.variant=[{name: rgd, optim.method: rgd}]", "tracking.enabled=false",
+                   f"study.state_dir={tmp_path}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "edge of success in model.init_scale (converged to stop.tol; success rises with init_scale)" in out.stdout
+    records = ResultStore(next((tmp_path / "studies").iterdir())).load()
+    assert len(records) == 6
+    for rec in records:  # the searched scale is the random start's, and a converged run scores −1/scale
+        assert rec["param"] == "model.init_scale" and rec["cfg"]["model"]["init_scale"] == rec["value"]
+        assert rec["cfg"]["model"]["init"] == "random" and 0.01 <= rec["value"] <= 3
+        res = rec["result"]
+        assert res["objective"] == (pytest.approx(-1 / rec["value"]) if res["outcome"] == "converged" else 0.0)
