@@ -213,6 +213,7 @@ def edge_plots(folder: Path, cells, records, result: dict) -> None:
         ax.scatter(to_teacher, y, s=8, color=f"C{k}", label=f"N={depth}")
         ax.scatter(to_end[ok == 1], y[ok == 1] - 1.25, s=8, facecolors="none", edgecolors=f"C{k}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap over a narrow range
     ax.set_yticks([-0.25, 0, 1], ["converged: distance to\nthe solution reached", "failed: to the teacher",
                                   "converged: to the teacher"], fontsize=7)
     ax.set_xlabel(f"distance from the start (relative, all layers) / {name}₅₀(N)")
