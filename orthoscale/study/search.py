@@ -117,13 +117,14 @@ class RateSampler(IndependentSampler):
 
 
 class BisectSampler(IndependentSampler):
-    """The edge of success of a searched value (the largest δ that still converges; ``rising``: the smallest scale
-    that does): probabilistic bisection (basin.propose_edge) over the range on the distribution's scale, from the
-    finished trials' outcomes (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range,
-    middle-out, one at a random point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near
-    either bound is seen early and cells pooled later (seeds) do not all probe the same values. Then each probe is a
-    quantile of the posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the
-    slope of p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
+    """The edge of success of a searched value (e.g. the largest δ that still converges; ``rising``: the smallest
+    scale that does): probabilistic bisection
+    (basin.propose_edge) over the range on the distribution's scale, from the finished trials' outcomes
+    (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, one at a random
+    point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near either bound is seen
+    early and cells pooled later (seeds) do not all probe the same values. Then each probe is a quantile of the
+    posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the slope of
+    p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
     star-shaped): each is trusted with probability ``confidence``."""
 
     def __init__(self, startup: int, confidence: float = 0.8, seed: int = 0, rising: bool = False):
