@@ -22,7 +22,7 @@ from .cells import Cell
 from .config import Config, ConfigError, to_dict
 from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
                         tracking_uri, with_data_root)
-from .search import CellSearch
+from .pack import PackSearch
 from .store import ResultStore
 from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
@@ -145,7 +145,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                           "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
-    searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
+    searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack)
     if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before anything starts
         from .runner import check_resources, connect
 

@@ -20,7 +20,8 @@ from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
 from .config import ConfigError, RayCfg
-from .search import CellPruner, CellSearch
+from .pack import PACK, PackSearch, members, run_pack
+from .search import CellPruner
 from .store import ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
@@ -61,9 +62,16 @@ def make_trainable(threads: int):
     def orthoscale_trial(config: dict, mnist_arrays: dict | None = None) -> None:
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
-        result = run_trial(config["cfg"], config["lr"], report=tune.report, threads=threads)
-        result.node_id = ray.get_runtime_context().get_node_id()
-        tune.report({**result.to_dict(), FINAL: True})
+        node = ray.get_runtime_context().get_node_id()
+        pack = members(config)
+        # intermediate reports cost a round trip to the driver each: only a pruner (packs of one) needs them
+        report = tune.report if len(pack) == 1 and pack[0]["cfg"]["search"]["pruner"] != "none" else None
+
+        def one(member: dict) -> dict:
+            result = run_trial(member["cfg"], member["lr"], report=report, threads=threads)
+            result.node_id = node
+            return result.to_dict()
+        tune.report(run_pack(pack, one))
     return orthoscale_trial
 
 
@@ -94,10 +102,18 @@ class Recorder(DriverOnly, tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
 
     def _record(self, trial, status: str, error: str | None = None) -> None:
-        cfg, res = trial.config, dict(trial.last_result or {})
+        """One durable record per trial of the pack, each with its own result (or error) and times."""
+        res = dict(trial.last_result or {})
+        entries = res.get(PACK) or []
+        for i, member in enumerate(members(trial.config)):
+            entry = entries[i] if i < len(entries) else {}
+            self._record_one(trial, member, status if not entry.get("error") else "FAILED",
+                             entry.get("error") or error, entry.get("result") or ({} if entries else res), entry)
+
+    def _record_one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> None:
         cell = self.cells[cfg["cell_index"]]
         mu = step_size(cell.config, cfg["lr"])
-        result = TrialResult.from_dict(res) if res.get(FINAL) else (
+        result = TrialResult.from_dict(res) if status == "FINISHED" and res else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
@@ -105,7 +121,8 @@ class Recorder(DriverOnly, tune.Callback):
                "error": error,
                "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
-               "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
+               "started": entry.get("started") or self.started.get(trial.trial_id, time.time()),
+               "ended": entry.get("ended") or time.time(),
                "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
                                   "optim.protocol=fixed", f"optim.lr={mu!r}"])}
         self.store.append(rec)
@@ -119,11 +136,14 @@ class Recorder(DriverOnly, tune.Callback):
         self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
 
 
-def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,
+def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: str, storage: Path,
               callbacks: list, verbose: int, capacity: Capacity, arrays: dict | None = None) -> None:
     """All remaining trials of all cells in one Tuner, as many at once as ``capacity`` allows."""
     if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune's own CSV/JSON/TensorBoard files of every result: the study keeps its own record (results.jsonl)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     trainable = make_trainable(max(1, int(spec.cpus_per_trial)))
     if arrays:

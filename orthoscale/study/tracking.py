@@ -2,7 +2,8 @@
 
 Only the driver writes (one writer per SQLite store): a background thread drains a queue of
 durable result records, so logging never blocks Tune's event loop, let alone a trial. Each child
-run is created with all its params, curves and summary metrics in a few ``log_batch`` calls.
+run takes three calls: created with its tags, one ``log_batch`` with its params, summary metrics and curves
+(more only past MLflow's 1 000 entries a call), and its end.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .secrets import split_credentials
 log = logging.getLogger("orthoscale.tracking")
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
 SUMMARY = TrialResult.metrics()
-BATCH = 1000  # MLflow's limit of metrics per log_batch
+BATCH, PARAMS = 1000, 100  # MLflow's limits per log_batch: entries in all, params
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -41,6 +42,15 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def batches(params: list, metrics: list):
+    """(params, metrics) per log_batch call within MLflow's limits (≤ PARAMS params, ≤ BATCH entries in all):
+    a child run of up to ~900 curve points and summary metrics goes in one call."""
+    while params or metrics:
+        p, params = params[:PARAMS], params[PARAMS:]
+        m, metrics = metrics[:BATCH - len(p)], metrics[BATCH - len(p):]
+        yield p, m
 
 
 class Tracker:
@@ -103,14 +113,12 @@ class Tracker:
         run_id = run.info.run_id
         params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec.get("trial_number", 0),
                   **{f"cfg.{k}": v for k, v in flatten(rec["cfg"]).items() if not k.startswith("family.")}}
-        for part in chunks([Param(k, str(v)[:6000]) for k, v in params.items()], 100):
-            self.client.log_batch(run_id, params=part)
         metrics = [Metric(k, float(res[k]), now, 0) for k in SUMMARY if isinstance(res.get(k), (int, float))]
         for name, values in (res.get("curves") or {}).items():
             metrics += [Metric(name, float(v), now, int(s)) for s, v in zip(res["curve_steps"], values)
                         if isinstance(v, (int, float))]
-        for part in chunks(metrics, BATCH):
-            self.client.log_batch(run_id, metrics=part)
+        for part_params, part_metrics in batches([Param(k, str(v)[:6000]) for k, v in params.items()], metrics):
+            self.client.log_batch(run_id, params=part_params, metrics=part_metrics)
         self.client.set_terminated(run_id, status=rec["status"], end_time=int(rec.get("ended", now / 1000) * 1000))
         return run_id
 
