@@ -15,15 +15,14 @@ import threading
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
 from .cells import Cell
 from .results import TrialResult
 from .secrets import split_credentials
 
 log = logging.getLogger("orthoscale.tracking")
+# MLflow's own tag keys (mlflow.utils.mlflow_tags); MLflow itself is imported where a store is opened, so that a
+# study loads it while Ray starts (seconds), and a study with tracking off never does
+MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME = "mlflow.parentRunId", "mlflow.runName"
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
 SUMMARY = TrialResult.metrics()
 BATCH, PARAMS = 1000, 100  # MLflow's limits per log_batch: entries in all, params
@@ -59,6 +58,8 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
         os.environ.update(env)
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -72,6 +73,8 @@ class Tracker:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id, True
+        from mlflow.entities import Param
+
         run = self.client.create_run(self.experiment_id, tags={STUDY_TAG: study, "orthoscale.role": "study",
                                                                **tags}, run_name=study)
         params = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
@@ -98,6 +101,8 @@ class Tracker:
     def log_trial(self, parent: str | None, study: str, rec: dict) -> str:
         """One child run (a standalone run when ``parent`` is None) with params, curves, summary
         metrics, tags and final status."""
+        from mlflow.entities import Metric, Param
+
         res = rec.get("result") or {}
         now = int(time.time() * 1000)
         tags = {MLFLOW_RUN_NAME: rec["key"], STUDY_TAG: study,
