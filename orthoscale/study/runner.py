@@ -105,12 +105,16 @@ class Recorder(DriverOnly, tune.Callback):
         """One durable record per trial of the pack, each with its own result (or error) and times."""
         res = dict(trial.last_result or {})
         entries = res.get(PACK) or []
+        recs = []
         for i, member in enumerate(members(trial.config)):
             entry = entries[i] if i < len(entries) else {}
-            self._record_one(trial, member, status if not entry.get("error") else "FAILED",
-                             entry.get("error") or error, entry.get("result") or ({} if entries else res), entry)
+            recs.append(self._one(trial, member, status if not entry.get("error") else "FAILED",
+                                  entry.get("error") or error, entry.get("result") or ({} if entries else res), entry))
+        self.store.append(*recs)
+        for rec in recs:
+            self.writer.submit(rec)
 
-    def _record_one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> None:
+    def _one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> dict:
         cell = self.cells[cfg["cell_index"]]
         mu = step_size(cell.config, cfg["lr"])
         result = TrialResult.from_dict(res) if status == "FINISHED" and res else (
@@ -125,8 +129,7 @@ class Recorder(DriverOnly, tune.Callback):
                "ended": entry.get("ended") or time.time(),
                "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
                                   "optim.protocol=fixed", f"optim.lr={mu!r}"])}
-        self.store.append(rec)
-        self.writer.submit(rec)
+        return rec
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, "FINISHED" if (trial.last_result or {}).get(FINAL) else "KILLED")

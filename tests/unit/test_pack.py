@@ -123,3 +123,30 @@ def test_a_child_run_goes_in_one_log_batch_within_mlflows_limits():
     calls = list(batches(list(range(150)), list(range(1500))))
     assert all(len(p) <= 100 and len(p) + len(m) <= 1000 for p, m in calls)
     assert sum(len(p) for p, _ in calls) == 150 and sum(len(m) for _, m in calls) == 1500
+
+
+def test_the_driver_loads_mlflow_only_when_a_store_opens():
+    import subprocess
+    import sys
+
+    code = "import sys, orthoscale.study.driver, orthoscale.study.runner; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+    from mlflow.utils import mlflow_tags
+
+    from orthoscale.study import tracking
+    assert (tracking.MLFLOW_PARENT_RUN_ID, tracking.MLFLOW_RUN_NAME) == (mlflow_tags.MLFLOW_PARENT_RUN_ID,
+                                                                         mlflow_tags.MLFLOW_RUN_NAME)
+
+
+def test_phases_add_up_wall_and_cpu_per_name():
+    import time
+
+    from orthoscale.study.driver import Phases
+
+    phases = Phases()
+    spin = phases.timed("spin", lambda until: [None for _ in iter(lambda: time.process_time() < until, False)])
+    spin(time.process_time() + 0.05)
+    phases.timed("sleep", time.sleep)(0.05)
+    phases.timed("sleep", time.sleep)(0.05)
+    assert phases["spin.cpu"] >= 0.04 and phases["sleep"] >= 0.1 and phases["sleep.cpu"] < 0.05
