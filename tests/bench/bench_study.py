@@ -133,6 +133,7 @@ def postgres_tracking(recs: list[dict], tmp: Path):
         from tests.integration.servers import MlflowOnPostgres, Postgres, Traversable
     except Exception as err:  # pragma: no cover - the test extra is missing
         return f"skipped ({type(err).__name__})"
+    tmp.mkdir(parents=True, exist_ok=True)
     access, pg, server = Traversable(tmp), None, None
     try:
         pg = Postgres(tmp / "pg", free_port(), secrets.token_hex(12))
@@ -173,7 +174,7 @@ def main():
     ratio_default = default["wall"] / (default["compute"] / slots)
 
     # 1a: small cells, the study command against the hand loop
-    depths, trials = ("2,4", 8) if QUICK else ("2,4,8,16", 40)
+    depths, trials = ("2,4", 8) if QUICK else ("2,4,8,16", 24)
     small = [f"model.depth={depths}", "seed=0,1", f"search.trials={trials}", "model.width=8", "stop.max_iters=400",
              "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0"]
     a = sweep(small, tmp / "a")
