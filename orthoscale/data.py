@@ -11,8 +11,32 @@ from dataclasses import dataclass
 import torch
 
 from . import stiefel
+from .checks import bounded, check_fields
 from .init import teacher_blocks
-from .network import Architecture, end_to_end, forward, layers
+from .network import FREE_LAYERS, Architecture, end_to_end, forward, layers
+
+WHITENINGS = ("subspace", "epsilon")
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A teacher–student problem: m = ``samples`` whitened inputs, a teacher whose free layer has condition
+    number κ = ``condition`` and largest singular value ``scale``, label noise of std ``noise``, and the
+    teacher's kind (``teacher_free_layer``); the declarations the study's data.* keys use."""
+    samples: int = bounded(256, ge=1)
+    condition: float = bounded(2.0, ge=1)
+    scale: float = bounded(1.0, gt=0)
+    noise: float = bounded(0.0, ge=0)
+    teacher_free_layer: str = bounded("first", choices=FREE_LAYERS)
+
+    def __post_init__(self):
+        check_fields(self, "data")
+
+
+def check_samples(m: int, d: int) -> None:
+    """Exact whitening of m samples in R^d needs m ≥ d."""
+    if m < d:
+        raise ValueError(f"data.samples={m} must be ≥ d_0={d} for exact whitening")
 
 
 @dataclass(frozen=True)
@@ -53,8 +77,7 @@ def second_moments(X: torch.Tensor, Y: torch.Tensor) -> Moments:
 
 def whitened_gaussian(d: int, m: int, *, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     """X = √m · Q with Q ∈ R^{d×m} having orthonormal rows, so (1/m) X Xᵀ = I exactly (needs m ≥ d)."""
-    if m < d:
-        raise ValueError(f"data.samples={m} must be ≥ d_0={d} for exact whitening")
+    check_samples(m, d)
     G = torch.randn(m, d, generator=generator, dtype=dtype)
     return (m ** 0.5) * stiefel.qr_q(G).mT
 
@@ -73,6 +96,7 @@ def teacher_student(arch: Architecture, *, samples: int, condition: float = 1.0,
                     generator: torch.Generator, dtype=torch.float64, device="cpu") -> Problem:
     """Whitened Gaussian inputs, labels Y = f_teacher(X) (+ noise·Gaussian) from a teacher of ``arch``'s
     widths: W* X for the linear teacher, or the same network with ``activation`` between its layers."""
+    TeacherSpec(samples, condition, scale, noise, teacher_free_layer)
     teacher = Architecture(arch.widths, teacher_free_layer, arch.orientation, activation)
     T = teacher_blocks(teacher, condition=condition, scale=scale, generator=generator, dtype=dtype)
     X = whitened_gaussian(arch.widths[0], samples, generator=generator, dtype=dtype)
@@ -97,4 +121,4 @@ def whiten(X: torch.Tensor, *, mode: str = "subspace", eps: float = 1e-6) -> tor
         return (U[:, keep] / lam[keep].sqrt()).mT @ X
     if mode == "epsilon":
         return (U / (lam.clamp(min=0) + eps * lam[-1]).sqrt()) @ (U.mT @ X)
-    raise ValueError(f"data.whiten={mode!r} is not one of subspace, epsilon")
+    raise ValueError(f"data.whiten={mode!r} is not one of {', '.join(WHITENINGS)}")

@@ -12,12 +12,33 @@ All randomness comes from ``generator`` on the CPU, so a seed gives the same net
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from . import stiefel
+from .checks import bounded, check_fields, check_value
 from .network import Architecture, end_to_end, layers, stack, to_tall
 
 INITS = ("random", "teacher_perturbed", "spectral", "spectral_perturbed")
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """How a network starts: ``init`` ∈ INITS, the random free layer's ``init_scale`` and the relative
+    distance δ = ``init_delta`` of a perturbed start (the declarations the study's model.* keys use)."""
+    init: str = bounded("teacher_perturbed", choices=INITS)
+    init_scale: float = bounded(1.0, gt=0)
+    init_delta: float = bounded(0.2, ge=0)
+
+    def __post_init__(self):
+        check_fields(self, "model")
+
+
+def check_start(init: str, arch: Architecture) -> None:
+    """A spectral start places the least-squares map in the free layer: it needs one."""
+    if init.startswith("spectral") and arch.free_index is None:
+        raise ValueError("a spectral start needs a free layer (model.free_layer=first or last)")
 
 
 def _gaussian(shape, generator, dtype, device):
@@ -33,6 +54,7 @@ def _orthonormal_stack(arch: Architecture, count: int, rows: int, cols: int, gen
 def random_blocks(arch: Architecture, *, scale: float = 1.0, generator: torch.Generator,
                   dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
     """Gaussian free layer of stated scale, Haar orthonormal layers."""
+    check_value(InitSpec, "init_scale", scale, "model.init_scale")
     out = []
     for b in arch.blocks():
         if b.constrained:
@@ -44,9 +66,8 @@ def random_blocks(arch: Architecture, *, scale: float = 1.0, generator: torch.Ge
 
 def teacher_blocks(arch: Architecture, *, condition: float = 1.0, scale: float = 1.0,
                    generator: torch.Generator, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
-    """A teacher of the same kind: Haar orthonormal layers, free layer with condition number ``condition``."""
-    if condition < 1:
-        raise ValueError(f"data.condition must be ≥ 1, got {condition}")
+    """A teacher of the same kind: Haar orthonormal layers, free layer with condition number ``condition`` ≥ 1
+    (checked by its callers against data.TeacherSpec)."""
     out = random_blocks(arch, generator=generator, dtype=dtype, device=device)
     for k, b in enumerate(arch.blocks()):
         if not b.constrained:
@@ -64,8 +85,7 @@ def perturb(blocks: list[torch.Tensor], arch: Architecture, *, delta: float,
     """Each layer moved to relative distance δ in a random direction, ``arch``'s orthonormal layers
     projected (back) onto the manifold. ``blocks`` may be laid out for another free layer (a teacher
     of another kind): they are re-stacked for ``arch`` first."""
-    if delta < 0:
-        raise ValueError(f"model.init_delta must be ≥ 0, got {delta}")
+    check_value(InitSpec, "init_delta", delta, "model.init_delta")
     blocks = stack(layers(blocks), arch)
     out = []
     for B, b in zip(blocks, arch.blocks()):
@@ -78,9 +98,8 @@ def perturb(blocks: list[torch.Tensor], arch: Architecture, *, delta: float,
 
 def spectral_blocks(arch: Architecture, p_star: torch.Tensor, *, generator: torch.Generator) -> list[torch.Tensor]:
     """Haar orthonormal layers and a free layer W_f = A⁺ (σ̄ U_r V_rᵀ) B⁺, A/B the products above/below it."""
+    check_start("spectral", arch)
     f = arch.free_index
-    if f is None:
-        raise ValueError("model.init=spectral needs a free layer (model.free_layer=first or last)")
     blocks = random_blocks(arch, generator=generator, dtype=p_star.dtype, device=p_star.device)
     r = min(arch.widths)
     U, s, Vh = torch.linalg.svd(p_star, full_matrices=False)

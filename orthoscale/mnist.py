@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Problem, second_moments, teacher_outputs, whiten
+from .checks import check_value
+from .data import Problem, TeacherSpec, second_moments, teacher_outputs, whiten
 from .init import teacher_blocks
 from .network import Architecture, layers
 
@@ -103,6 +104,7 @@ def mnist_problem(root: Path, *, split: str = "train", samples: int | None = Non
     else:
         if arch is None or generator is None:
             raise ValueError("data.targets=teacher needs the model's architecture and a seed")
+        check_value(TeacherSpec, "condition", condition, "data.condition")
         teacher = Architecture((X.shape[0],) + arch.widths[1:], "first", arch.orientation, activation)
         T = teacher_blocks(teacher, condition=condition, generator=generator, dtype=dtype)
         Y, target = teacher_outputs(T, teacher, X)

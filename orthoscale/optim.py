@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from . import stiefel
-from .network import Architecture, Frame, check_choice, to_tall
+from .checks import bounded, check_fields
+from .network import Architecture, Frame, to_tall
 from .workspace import Workspace
 
 METHODS = ("rgd", "gd")
@@ -20,17 +21,14 @@ BALANCES = ("spectral", "frobenius", "none")
 
 @dataclass(frozen=True)
 class Optimizer:
-    lr: float
-    method: str = "rgd"
-    retraction: str = "polar"
-    balance: str = "spectral"
+    """Step size μ = ``lr``, RGD or GD, the retraction and the balance s² of the orthonormal layers' step."""
+    lr: float = bounded(0.1, gt=0)
+    method: str = bounded("rgd", choices=METHODS)
+    retraction: str = bounded("polar", choices=stiefel.RETRACTIONS)
+    balance: str = bounded("spectral", choices=BALANCES)
 
     def __post_init__(self):
-        check_choice("optim.method", self.method, METHODS)
-        check_choice("optim.retraction", self.retraction, stiefel.RETRACTIONS)
-        check_choice("optim.balance", self.balance, BALANCES)
-        if not self.lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        check_fields(self, "optim")
 
 
 def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
@@ -56,7 +54,7 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     alternate) and its temporaries reuse it.
     """
     frames = frames or [None] * len(blocks)
-    full = lambda G, F: G if G is not None else F.gradient()  # noqa: E731
+    full = lambda G, F: G if G is not None else F.gradient()
     if opt.method == "gd":
         return [B - opt.lr * full(G, F) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from .checks import bounded, check_bounds
+from .checks import bounded, check_fields
 from .data import Problem
 from .losses import evaluate, resolve_path
 from .network import Architecture, check_blocks, orthonormality_error
@@ -40,7 +40,7 @@ class StopRules:
     extend_to: int = bounded(0, ge=0)  # read by the study's trial (its extension), not here: see study/trial.py
 
     def __post_init__(self):
-        check_bounds(self, "stop")
+        check_fields(self, "stop")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import time
 
-from ..study.config import ConfigError
+from ..study.config import ConfigError, validate
 
 HELP = __doc__.strip()
 
@@ -28,14 +28,14 @@ def run(args: list[str]) -> int:
 
         if not torch.cuda.is_available():
             raise ConfigError("optim.device=cuda: this machine has no GPU; use optim.device=auto or cpu")
-    config = redact(with_data_root(cells[0].config))
-    load_inputs([Cell(0, (), (), config)])
-    result = run_trial(config)
+    cell = Cell(0, (), (), validate(redact(with_data_root(cells[0].config))))
+    load_inputs([cell])
+    result = run_trial(cell.cfg)
     experiment = experiment_name(cfg)
     tracker = Tracker(tracking_uri(cfg), experiment, artifact_location(cfg, experiment))
     now = time.time()
     rec = {"key": f"rerun-{time.strftime('%Y%m%d-%H%M%S')}", "cell": cells[0].id, "trial_number": 0,
-           "lr": result.lr, "status": "FINISHED", "result": result.to_dict(), "cfg": config,
+           "lr": result.lr, "status": "FINISHED", "result": result.to_dict(), "cfg": cell.config,
            "started": now - result.seconds,
            "ended": now, "rerun": redact(shlex.join(["python", "-m", "orthoscale", "rerun", *args]))}
     run_id = tracker.log_trial(None, "rerun", rec)

@@ -1,13 +1,14 @@
 """The cells of a study: the Cartesian product of the family's grid, each a fully resolved, validated config."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from .config import ConfigError, get_path, leaf_keys, set_path, to_dict, validate
+from .config import Config, ConfigError, get_path, leaf_keys, set_path, to_dict, validate
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,12 @@ class Cell:
     index: int
     values: tuple[tuple[str, object], ...]   # (axis, value) per grid axis; a variant's value is its name
     settings: tuple[tuple[str, object], ...]  # (dotted key, value) that the cell sets
-    config: dict                             # the resolved config of this cell (plain, JSON-safe)
+    cfg: Config                              # the resolved, validated config of this cell
+
+    @functools.cached_property
+    def config(self) -> dict:
+        """``cfg`` as a plain, JSON-safe dict (durable records, MLflow params, reports)."""
+        return to_dict(self.cfg)
 
     @property
     def id(self) -> str:
@@ -34,7 +40,8 @@ class Cell:
 
     @staticmethod
     def from_dict(d: dict) -> "Cell":
-        return Cell(d["index"], tuple(map(tuple, d["values"])), tuple(map(tuple, d["settings"])), d["config"])
+        return Cell(d["index"], tuple(map(tuple, d["values"])), tuple(map(tuple, d["settings"])),
+                    validate(d["config"]))
 
     @property
     def series(self) -> str:
@@ -77,7 +84,8 @@ def expand(raw: dict) -> list[Cell]:
             for k, v in axis_settings(key, value):
                 cell_raw = set_path(cell_raw, k, v)
                 settings.append((k, v))
-        config = to_dict(validate(resolve(cell_raw)))
+        cfg = validate(resolve(cell_raw))
+        config = to_dict(cfg)
         values = tuple((k, v["name"] if isinstance(v, dict) else get_path(config, k)) for k, v in zip(grid, combo))
-        cells.append(Cell(i, values, tuple((k, get_path(config, k)) for k, _ in settings), config))
+        cells.append(Cell(i, values, tuple((k, get_path(config, k)) for k, _ in settings), cfg))
     return cells

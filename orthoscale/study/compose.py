@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .cells import Cell, expand, resolve
-from .config import Config, ConfigError, get_path, leaf_keys, validate
+from .config import Config, ConfigError, allowed_under, get_path, leaf_keys, validate
 from .locations import PROJECT
 
 CONF = Path(os.environ.get("ORTHOSCALE_CONF", PROJECT / "conf"))
@@ -41,8 +41,7 @@ def _explain(err: Exception, overrides: list[str]) -> ConfigError:
             return ConfigError(f"{key}={value!r}: must be one of {', '.join(_options(key))}")
         if f"'{key}'" in text or f"full_key: {key}" in text:
             parent = key.rsplit(".", 1)[0]
-            allowed = sorted({k[len(parent) + 1:].split(".")[0] for k in leaf_keys() if k.startswith(parent + ".")})
-            return ConfigError(f"{key}: unknown key; allowed under {parent}: {', '.join(allowed)}")
+            return ConfigError(f"{key}: unknown key; allowed under {parent}: {allowed_under(parent)}")
     return ConfigError(text.strip().splitlines()[0])
 
 

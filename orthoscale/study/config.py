@@ -13,9 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import data, losses, mnist, optim
 from .. import init as core_init
-from .. import losses, mnist, optim, stiefel
-from ..checks import bounded
+from ..checks import bounded, declared, violation
 from ..network import ACTIVATIONS, FREE_LAYERS, ORIENTATIONS, Architecture
 from ..train import StopRules
 
@@ -25,10 +25,12 @@ class ConfigError(ValueError):
 
 
 def choice(default: str, allowed) -> Any:
-    return field(default=default, metadata={"choices": tuple(allowed)})
+    return bounded(default, choices=allowed)
 
 
 number = bounded
+TEACHER_ACTIVATIONS = ("identity", "model")  # model: the teacher has the student's model.activation
+DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
@@ -39,39 +41,52 @@ class ModelCfg:
     free_layer: str = choice("first", FREE_LAYERS)
     orientation: str = choice("columns", ORIENTATIONS)
     activation: str = choice("identity", ACTIVATIONS)
-    init: str = choice("teacher_perturbed", core_init.INITS)
-    init_scale: float = number(1.0, gt=0)
-    init_delta: float = number(0.2, ge=0)
+    init: str = declared(core_init.InitSpec, "init")
+    init_scale: float = declared(core_init.InitSpec, "init_scale")
+    init_delta: float = declared(core_init.InitSpec, "init_delta")
 
 
 @dataclass(frozen=True)
-class DataCfg:
-    """The regression problem: a whitened teacher–student problem or MNIST."""
-    kind: str = choice("teacher", ("teacher", "mnist"))
+class TeacherData:
+    """Group ``data=teacher``: a whitened teacher–student problem, (1/m) X Xᵀ = I, Y = f_teacher(X) (+ noise)."""
+    kind: str = choice("teacher", ("teacher",))
     input_dim: int = number(16, ge=1, le=100_000)
     output_dim: int = number(16, ge=1, le=100_000)
-    samples: int = number(256, ge=0)          # teacher: m (≥ input_dim); mnist: first m images, 0 = all
-    condition: float = number(2.0, ge=1)
-    scale: float = number(1.0, gt=0)
-    noise: float = number(0.0, ge=0)
-    teacher_free_layer: str = choice("first", FREE_LAYERS)
-    teacher_activation: str = choice("identity", ("identity", "model"))  # model: the student's activation
+    samples: int = declared(data.TeacherSpec, "samples")
+    condition: float = declared(data.TeacherSpec, "condition")
+    scale: float = declared(data.TeacherSpec, "scale")
+    noise: float = declared(data.TeacherSpec, "noise")
+    teacher_free_layer: str = declared(data.TeacherSpec, "teacher_free_layer")
+    teacher_activation: str = choice("identity", TEACHER_ACTIVATIONS)
+    dtype: str = choice("float64", DTYPES)
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """Group ``data=mnist``: whitened MNIST images with one-hot labels or a teacher's outputs as targets."""
+    kind: str = choice("mnist", ("mnist",))
+    samples: int = number(0, ge=0)             # the first m images; 0 = all 60 000
     targets: str = choice("onehot", mnist.TARGETS)
-    whiten: str = choice("subspace", ("subspace", "epsilon"))
+    whiten: str = choice("subspace", data.WHITENINGS)
     whiten_eps: float = number(1e-6, gt=0, lt=1)
     root: str | None = None                    # MNIST folder; default: <project>/.orthoscale/data/mnist
-    dtype: str = choice("float64", ("float64", "float32"))
+    condition: float = declared(data.TeacherSpec, "condition")  # targets=teacher: κ of the teacher's free layer
+    teacher_activation: str = choice("identity", TEACHER_ACTIVATIONS)
+    dtype: str = choice("float64", DTYPES)
+
+
+DataCfg = TeacherData | MnistData  # chosen by data.kind (the data group)
 
 
 @dataclass(frozen=True)
 class OptimCfg:
     """The optimiser and how its step size μ is chosen per cell."""
-    method: str = choice("rgd", optim.METHODS)
-    retraction: str = choice("polar", stiefel.RETRACTIONS)
-    balance: str = choice("spectral", optim.BALANCES)
+    method: str = declared(optim.Optimizer, "method")
+    retraction: str = declared(optim.Optimizer, "retraction")
+    balance: str = declared(optim.Optimizer, "balance")
     loss: str = choice("squared", losses.LOSSES)
     path: str = choice("auto", losses.PATHS)
-    lr: float = number(0.1, gt=0)
+    lr: float = declared(optim.Optimizer, "lr")
     protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth"))  # μ by Optuna | μ = lr | μ = lr / N
     device: str = choice("auto", ("auto", "cpu", "cuda"))
 
@@ -135,7 +150,7 @@ class StudyCfg:
 @dataclass(frozen=True)
 class Config:
     model: ModelCfg = field(default_factory=ModelCfg)
-    data: DataCfg = field(default_factory=DataCfg)
+    data: DataCfg = field(default_factory=TeacherData)
     optim: OptimCfg = field(default_factory=OptimCfg)
     stop: StopRules = field(default_factory=StopRules)  # the core's own dataclass: one declaration per key
     search: SearchCfg = field(default_factory=SearchCfg)
@@ -188,13 +203,27 @@ def _check_value(key: str, value, tp, meta: dict):
             raise ConfigError(f"{key}={_fmt(value)}: must be a string")
     elif tp is dict and not isinstance(value, dict):
         raise ConfigError(f"{key}={_fmt(value)}: must be a mapping")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}={_fmt(value)}: must be one of {', '.join(meta['choices'])}")
-    for name, op, word in (("ge", float.__ge__, "≥"), ("gt", float.__gt__, ">"),
-                           ("le", float.__le__, "≤"), ("lt", float.__lt__, "<")):
-        if name in meta and not op(float(value), float(meta[name])):
-            raise ConfigError(f"{key}={_fmt(value)}: must be {word} {meta[name]}")
+    wrong = violation(meta, value)
+    if wrong:
+        raise ConfigError(f"{key}={_fmt(value)}: {wrong}")
     return value
+
+
+def variants(tp) -> tuple:
+    """The dataclasses of a field typed as one dataclass or a union of them (chosen by their ``kind``)."""
+    args = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    return tuple(a for a in args if dataclasses.is_dataclass(a))
+
+
+def _variant(options: tuple, raw, prefix: str):
+    """The dataclass of ``options`` whose ``kind`` default is raw["kind"] (the first one without a kind)."""
+    if len(options) == 1 or not isinstance(raw, dict):
+        return options[0]
+    kinds = {cls.__dataclass_fields__["kind"].default: cls for cls in options}
+    kind = raw.get("kind", next(iter(kinds)))
+    if kind not in kinds:
+        raise ConfigError(f"{prefix}kind={_fmt(kind)}: must be one of {', '.join(kinds)}")
+    return kinds[kind]
 
 
 def _build(cls, raw: dict, prefix: str):
@@ -204,30 +233,45 @@ def _build(cls, raw: dict, prefix: str):
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{prefix}{key}: unknown key; allowed: {', '.join(names)}")
+            group = f" of {prefix}kind={_fmt(raw['kind'])} (the group {prefix.rstrip('.')}={raw['kind']})" \
+                if "kind" in names else ""
+            raise ConfigError(f"{prefix}{key}: unknown key{group}; allowed: {', '.join(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             continue
         tp, key = hints[f.name], f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, raw[f.name], key + ".")
+        if variants(tp):
+            kwargs[f.name] = _build(_variant(variants(tp), raw[f.name], key + "."), raw[f.name], key + ".")
         else:
             kwargs[f.name] = _check_value(key, raw[f.name], tp, dict(f.metadata))
     return cls(**kwargs)
 
 
 def leaf_keys(cls=Config, prefix: str = "") -> dict[str, tuple]:
-    """Every dotted leaf key → (type, default, metadata): the reference of README's key table."""
+    """Every dotted leaf key → (type, default, metadata): the reference of README's key table. A key of
+    several variants of a group (data=teacher | mnist) is listed once, as its first variant declares it."""
     out, hints = {}, typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.update(leaf_keys(tp, f"{prefix}{f.name}."))
+        if variants(tp):
+            for variant in variants(tp):
+                for key, spec in leaf_keys(variant, f"{prefix}{f.name}.").items():
+                    out.setdefault(key, spec)
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             out[f"{prefix}{f.name}"] = (tp, default, dict(f.metadata))
     return out
+
+
+def allowed_under(parent: str) -> str:
+    """The keys under ``parent`` for an error message; per variant for a group of variants (data)."""
+    hints = typing.get_type_hints(Config)
+    options = variants(hints[parent]) if parent in hints else ()
+    if len(options) > 1:
+        return "; ".join(f"{parent}={v.__dataclass_fields__['kind'].default}: "
+                         f"{', '.join(f.name for f in dataclasses.fields(v))}" for v in options)
+    return ", ".join(sorted({k[len(parent) + 1:].split(".")[0] for k in leaf_keys() if k.startswith(parent + ".")}))
 
 
 def get_path(raw: dict, key: str):
@@ -263,8 +307,11 @@ def check_rules(cfg: Config) -> None:
                 else f"data.input_dim={d.input_dim}, data.output_dim={d.output_dim}")
         raise ConfigError(f"model.depth={m.depth}, model.width={m.width}, {ends}: {err}") from None
     if d.kind == "teacher":
-        if d.samples < d.input_dim:
-            raise ConfigError(f"data.samples={d.samples}: must be ≥ data.input_dim={d.input_dim} for exact whitening")
+        try:
+            data.check_samples(d.samples, d.input_dim)
+        except ValueError:
+            raise ConfigError(f"data.samples={d.samples}: must be ≥ data.input_dim={d.input_dim} for exact "
+                              "whitening") from None
         try:
             Architecture(widths(cfg), d.teacher_free_layer, m.orientation)
         except ValueError as err:
@@ -276,8 +323,20 @@ def check_rules(cfg: Config) -> None:
     if scheme not in TRACKING_SCHEMES:
         raise ConfigError(f"tracking.uri={cfg.tracking.uri!r}: MLflow cannot use {scheme!r}; use one of "
                           f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}")
-    if m.init.startswith("spectral") and m.free_layer == "none":
-        raise ConfigError(f"model.init={m.init!r}: needs a free layer (model.free_layer=first or last)")
+    try:
+        core_init.check_start(m.init, arch)
+    except ValueError as err:
+        raise ConfigError(f"model.init={m.init!r}: {err}") from None
+
+
+def upgrade(raw: dict) -> dict:
+    """A saved config as this schema reads it: plans saved before data=teacher | mnist became two groups
+    carry both groups' data keys; the keys the chosen group does not declare are dropped."""
+    if not isinstance(raw.get("data"), dict):
+        return raw
+    cls = _variant(variants(typing.get_type_hints(Config)["data"]), raw["data"], "data.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {**raw, "data": {k: v for k, v in raw["data"].items() if k in names}}
 
 
 def validate(raw: dict) -> Config:
@@ -295,7 +354,8 @@ def markdown_table() -> str:
     """README's table of every key: generated from this schema, so docs cannot drift from the code."""
     def kind(tp) -> str:
         name = getattr(tp, "__name__", None) or str(tp)
-        return str(tp).replace("typing.", "") if name in ("Optional", "Union") or "|" in str(tp) else name
+        text = str(tp).replace("typing.", "") if name in ("Optional", "Union") or "|" in str(tp) else name
+        return text.replace("|", "\\|")
 
     def allowed(meta: dict) -> str:
         if "choices" in meta:
@@ -304,10 +364,28 @@ def markdown_table() -> str:
         return ", ".join(f"{words[k]} {v:g}" for k, v in meta.items() if k in words)
 
     rows = ["| key | type | default | allowed |", "|---|---|---|---|"]
-    for key, (tp, default, meta) in leaf_keys().items():
+    for key, label, (tp, default, meta) in _table_keys():
         shown = "{…}" if isinstance(default, dict) else ("null" if default is None else default)
-        rows.append(f"| `{key}` | {kind(tp)} | `{shown}` | {allowed(meta)} |")
+        rows.append(f"| `{key}`{label} | {kind(tp)} | `{shown}` | {allowed(meta)} |")
     return "\n".join(rows)
+
+
+def _table_keys():
+    """(key, label, declaration) per row of the key table: a group's variants (data=teacher | mnist) each
+    list their keys, labelled, where the variants differ."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        options = variants(hints[f.name])
+        if len(options) < 2:
+            yield from ((k, "", spec) for k, spec in leaf_keys(Config).items() if k.split(".")[0] == f.name)
+            continue
+        tables = [leaf_keys(v, f"{f.name}.") for v in options]
+        for v, table in zip(options, tables):
+            group = f" ({f.name}={v.__dataclass_fields__['kind'].default})"
+            for key, spec in table.items():
+                shared = all(key in t and t[key] == spec for t in tables)
+                if not shared or v is options[0]:
+                    yield key, "" if shared else group, spec
 
 
 if __name__ == "__main__":

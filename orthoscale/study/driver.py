@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import report
 from .cells import Cell
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, to_dict, validate
 from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
                         tracking_uri, with_data_root)
 from .pack import PackSearch
@@ -145,7 +145,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
     state = state_dir(cfg)
     overrides = redact(list(overrides))
-    cells = [Cell(c.index, c.values, c.settings, redact(with_data_root(c.config))) for c in cells]
+    cells = [Cell(c.index, c.values, c.settings, validate(redact(with_data_root(c.config)))) for c in cells]
     name = study_name(cfg, cells)
     folder = study_folder(state, name)
     if not cfg.study.resume and run_trials and (folder / "results.jsonl").exists():
@@ -153,7 +153,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
         folder = study_folder(state, name)
     arrays = load_inputs(cells)
     check_record_outlives_job(cfg)
-    if any(c.config["optim"]["device"] == "cuda" for c in cells) and cfg.ray.gpus_per_trial <= 0:
+    if any(c.cfg.optim.device == "cuda" for c in cells) and cfg.ray.gpus_per_trial <= 0:
         raise ConfigError("optim.device=cuda: trials get no GPU with ray.gpus_per_trial=0; set it (cluster=gpu) "
                           "or use optim.device=auto")
     store = ResultStore(folder)
@@ -216,7 +216,7 @@ def load_inputs(cells: list[Cell]) -> dict:
     from .. import mnist
 
     out = {}
-    for root in sorted({c.config["data"]["root"] for c in cells if c.config["data"]["kind"] == "mnist"}):
+    for root in sorted({c.cfg.data.root for c in cells if c.cfg.data.kind == "mnist"}):
         try:
             out[root] = mnist.load(Path(root), "train")
         except mnist.MnistError as err:
@@ -267,7 +267,7 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
     for rec in finished:
         done_before[rec["cell_index"]] = done_before.get(rec["cell_index"], 0) + 1
     progress = Progress(sum(searcher.budget), len(cells), searcher.budget, done_before,
-                        [c.config["model"]["depth"] for c in cells], cfg.study.progress_every, out, capacity)
+                        [c.cfg.model.depth for c in cells], cfg.study.progress_every, out, capacity)
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
     attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     recorder = Recorder(cells, store, writer, prefix, attempt)

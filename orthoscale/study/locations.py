@@ -58,4 +58,10 @@ def with_data_root(config: dict) -> dict:
 
 def read_plan(folder: Path) -> dict:
     """The plan a study saved in its folder: {config, overrides, cells} (FileNotFoundError without one)."""
-    return json.loads((Path(folder) / PLAN).read_text())
+    from .config import upgrade
+
+    plan = json.loads((Path(folder) / PLAN).read_text())
+    plan["config"] = upgrade(plan["config"])
+    for cell in plan["cells"]:
+        cell["config"] = upgrade(cell["config"])
+    return plan

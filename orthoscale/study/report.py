@@ -41,10 +41,10 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
                          ["pruned" if r["status"] == "KILLED" else "failed" for r in recs
                           if not (r["status"] == "FINISHED" and r.get("result"))])
         best, res = min(done, key=lambda d: d[1].objective, default=(None, TrialResult()))
-        s = cell.config["search"]
+        s = cell.cfg.search
         tried = [r["lr"] for r in recs if r.get("lr")]
-        lo, hi = min([s["lr_min"], *tried]), max([s["lr_max"], *tried])  # the range, as edge re-search widened it
-        edge = on_edge(res.lr, lo, hi) if best and cell.config["optim"]["protocol"] == "tuned" else ""
+        lo, hi = min([s.lr_min, *tried]), max([s.lr_max, *tried])  # the range, as edge re-search widened it
+        edge = on_edge(res.lr, lo, hi) if best and cell.cfg.optim.protocol == "tuned" else ""
         kind = res.rate_kind or ("fit" if res.rate is not None else None)
         rate = (res.rate_estimate if res.rate_estimate is not None else res.rate) if kind in RATED else None
         row = {
@@ -55,7 +55,7 @@ def cell_rows(cells: list[Cell], records: list[dict]) -> list[dict]:
             "min_rate": min((d.rate for _, d in done if d.rate is not None), default=None),
             "lr_on_edge": edge, "lr_range": [lo, hi], "best_key": best["key"] if best else None,
             "outcome": res.outcome if best else None, "tail_rate": res.tail_rate,
-            "tuned": cell.config["optim"]["protocol"] == "tuned",
+            "tuned": cell.cfg.optim.protocol == "tuned",
             # theory beside the measurement: ρ_lin² at the best μ, and the best rate any μ could give
             "theory_rate": res.theory_rate, "theory_mu_opt": res.theory_mu_opt, "theory_rate_opt": res.theory_rate_opt,
             "rate_ratio": _gap(rate, res.theory_rate), "search_gap": _gap(rate, res.theory_rate_opt),
@@ -79,7 +79,7 @@ def _slowing(res: TrialResult) -> str:
     steps, values = res.curve_steps or [], (res.curves or {}).get("rel_excess") or []
     if len(steps) < 4 or steps[-1] < 8:
         return ""
-    at = lambda t: min(range(len(steps)), key=lambda i: abs(steps[i] - t))  # noqa: E731
+    at = lambda t: min(range(len(steps)), key=lambda i: abs(steps[i] - t))
     i, j, k = at(steps[-1] / 2), at(3 * steps[-1] / 4), len(steps) - 1
     if not (i < j < k and values[i] > 0 and values[j] > 0 and values[k] > 0):
         return ""

@@ -44,7 +44,7 @@ def connect(spec: RayCfg, verbose: int) -> str:
 def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
     total = ray.cluster_resources()
-    if any(c.config["optim"]["device"] == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+    if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
         raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
     if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
         raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
@@ -59,16 +59,18 @@ def worker_hosts() -> dict[str, str]:
 
 
 def make_trainable(threads: int):
-    def orthoscale_trial(config: dict, mnist_arrays: dict | None = None) -> None:
+    def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
+        """One Tune trial: a pack of μ trials (pack.py), each μ = member["lr"] on cell member["cell_index"] of
+        ``cells`` (the study's typed cell configs, sent once through the object store by ``tune.with_parameters``)."""
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
         node = ray.get_runtime_context().get_node_id()
         pack = members(config)
         # intermediate reports cost a round trip to the driver each: only a pruner (packs of one) needs them
-        report = tune.report if len(pack) == 1 and pack[0]["cfg"]["search"]["pruner"] != "none" else None
+        report = tune.report if len(pack) == 1 and cells[pack[0]["cell_index"]].cfg.search.pruner != "none" else None
 
         def one(member: dict) -> dict:
-            result = run_trial(member["cfg"], member["lr"], report=report, threads=threads)
+            result = run_trial(cells[member["cell_index"]].cfg, member["lr"], report=report, threads=threads)
             result.node_id = node
             return result.to_dict()
         tune.report(run_pack(pack, one))
@@ -116,7 +118,7 @@ class Recorder(DriverOnly, tune.Callback):
 
     def _one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> dict:
         cell = self.cells[cfg["cell_index"]]
-        mu = step_size(cell.config, cfg["lr"])
+        mu = step_size(cell.cfg, cfg["lr"])
         result = TrialResult.from_dict(res) if status == "FINISHED" and res else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
@@ -148,9 +150,8 @@ def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: st
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    trainable = make_trainable(max(1, int(spec.cpus_per_trial)))
-    if arrays:
-        trainable = tune.with_parameters(trainable, mnist_arrays=arrays)
+    trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
+                                     mnist_arrays=arrays or None)
     searcher.limit = capacity.limit
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),

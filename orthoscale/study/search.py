@@ -121,7 +121,7 @@ class CellSearch(Searcher):
         self.studies = [optuna.create_study(direction="minimize", pruner=make_pruner(search["pruner"],
                                                                                      search["startup_trials"]))
                         for _ in cells]
-        self.budget = [search["trials"] if c.config["optim"]["protocol"] == "tuned" else 1 for c in cells]
+        self.budget = [search["trials"] if c.cfg.optim.protocol == "tuned" else 1 for c in cells]
         self.used: list[set[int]] = [set() for _ in cells]
         self.live: dict[str, tuple[int, int, optuna.trial.Trial | None]] = {}
         self.pruned: set[str] = set()
@@ -224,7 +224,7 @@ class CellSearch(Searcher):
         k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
         self.used[c].add(k)
         cell, otrial, lr = self.cells[c], None, None
-        tuned = cell.config["optim"]["protocol"] == "tuned"
+        tuned = cell.cfg.optim.protocol == "tuned"
         if tuned:
             study = self.studies[c]
             study.sampler = make_sampler(self.spec["sampler"], derived_seed(self.spec["seed"], c, k),
@@ -232,8 +232,7 @@ class CellSearch(Searcher):
             otrial = study.ask({"lr": self.dist(c)})
             lr = otrial.params["lr"]
         self.live[trial_id] = (c, k, otrial)
-        return {"cell_index": c, "trial_number": k, "lr": lr, "tuned": tuned, "key": f"{cell.id}#{k}",
-                "cfg": cell.config}
+        return {"cell_index": c, "trial_number": k, "lr": lr, "tuned": tuned, "key": f"{cell.id}#{k}"}
 
     def report(self, trial_id: str, value: float, step: int) -> bool:
         """Feed an intermediate value to the cell's pruner; True when the trial should stop."""

@@ -20,10 +20,8 @@ from .. import data, init, mnist, rates, theory
 from ..network import Architecture, stack
 from ..optim import Optimizer
 from ..train import StopRules, Trajectory, train
-from .config import widths
+from .config import Config, SearchCfg, widths
 from .results import FINAL, TrialResult
-
-
 
 
 def pick_device(how: str) -> str:
@@ -57,64 +55,58 @@ def _problem(key: str) -> data.Problem:
                                device=spec["device"])
 
 
-def problem_key(cfg: dict, device: str) -> str:
-    """What a cell's problem depends on, as a cache key."""
-    m = cfg["model"]
-    return json.dumps({"data": cfg["data"], "widths": widths_of(cfg), "free_layer": m["free_layer"],
-                       "orientation": m["orientation"], "activation": m["activation"], "seed": cfg["seed"],
+def problem_key(cfg: Config, device: str) -> str:
+    """What a cell's problem depends on, as a cache key (a string: a cached problem is found by value)."""
+    m = cfg.model
+    return json.dumps({"data": dataclasses.asdict(cfg.data), "widths": widths(cfg), "free_layer": m.free_layer,
+                       "orientation": m.orientation, "activation": m.activation, "seed": cfg.seed,
                        "device": device}, sort_keys=True)
 
 
-def problem_for(cfg: dict, device: str) -> data.Problem:
+def problem_for(cfg: Config, device: str) -> data.Problem:
     """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
     return _problem(problem_key(cfg, device))
 
 
-def widths_of(cfg: dict, input_dim: int | None = None) -> list[int]:
-    from .config import validate
-
-    return list(widths(validate(cfg), input_dim))
-
-
-def step_size(cfg: dict, lr: float | None) -> float:
+def step_size(cfg: Config, lr: float | None) -> float:
     """μ of a trial: the searched one (tuned), optim.lr (fixed) or optim.lr / N (inverse_depth)."""
-    o = cfg["optim"]
-    if o["protocol"] == "tuned" and lr is not None:
+    o = cfg.optim
+    if o.protocol == "tuned" and lr is not None:
         return float(lr)
-    return o["lr"] / cfg["model"]["depth"] if o["protocol"] == "inverse_depth" else o["lr"]
+    return o.lr / cfg.model.depth if o.protocol == "inverse_depth" else o.lr
 
 
-def objective(traj: Trajectory, stop: dict, search: dict, rho: float | None) -> float:
+def objective(traj: Trajectory, stop: StopRules, search: SearchCfg, rho: float | None) -> float:
     """What a cell's search minimises. search.objective = rate: the observed loss rate ``rho`` < 1
     (:func:`rates.estimate_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
-    penalty = search["penalty"]
-    if search["objective"] == "rate":
+    penalty = search.penalty
+    if search.objective == "rate":
         if rho is not None and rho < 1:
             return rho
     else:
-        hit = rates.iterations_to(traj.rel_excess, stop["tol"])
+        hit = rates.iterations_to(traj.rel_excess, stop.tol)
         if hit is not None:
-            return hit / stop["max_iters"]
+            return hit / stop.max_iters
     if traj.outcome == "diverged":
         return 1 + 2 * penalty
     best = min((v for v in traj.rel_excess if math.isfinite(v) and v > 0), default=1.0)
-    return 1 + penalty * min(max(math.log(best / stop["tol"]) / math.log(1 / stop["tol"]), 0.0), 1.0)
+    return 1 + penalty * min(max(math.log(best / stop.tol) / math.log(1 / stop.tol), 0.0), 1.0)
 
 
-def estimate(traj: Trajectory, stop: dict, fit: rates.RateFit) -> rates.RateEstimate | None:
+def estimate(traj: Trajectory, stop: StopRules, fit: rates.RateFit) -> rates.RateEstimate | None:
     """The loss rate a finished trial shows (rates.estimate_rate from its ``fit``), only if it contracted to
     its end (converged, or still on its way when the budget ran out): a stalled or diverged run's early
     linear phase is no rate, and neither is a run that started at the solution (nothing to contract)."""
     if traj.outcome not in ("converged", "budget") or at_solution(traj, stop):
         return None
-    return rates.estimate_rate(traj.rel_excess, stop["tol"], fit)
+    return rates.estimate_rate(traj.rel_excess, stop.tol, fit)
 
 
-def at_solution(traj: Trajectory, stop: dict) -> bool:
+def at_solution(traj: Trajectory, stop: StopRules) -> bool:
     """The start is already within tolerance of the optimum: relative excess e_0 ≤ stop.tol."""
-    return bool(traj.rel_excess) and traj.rel_excess[0] <= stop["tol"]
+    return bool(traj.rel_excess) and traj.rel_excess[0] <= stop.tol
 
 
 def downsample(values: list[float], points: int) -> tuple[list[int], list[float]]:
@@ -126,35 +118,34 @@ def downsample(values: list[float], points: int) -> tuple[list[int], list[float]
     return idx.tolist(), [float(values[i]) for i in idx]
 
 
-def build(cfg: dict, device: str):
+def build(cfg: Config, device: str):
     """(problem, architecture, initial blocks) of a cell config."""
-    m, dtype = cfg["model"], getattr(torch, cfg["data"]["dtype"])
+    m, dtype = cfg.model, getattr(torch, cfg.data.dtype)
     problem = problem_for(cfg, device)
-    arch = Architecture(tuple(widths_of(cfg, problem.X.shape[0])), m["free_layer"], m["orientation"],
-                        m["activation"])
-    g = generator(cfg["seed"], 1)
-    if m["init"] == "teacher_perturbed":
+    arch = Architecture(widths(cfg, problem.X.shape[0]), m.free_layer, m.orientation, m.activation)
+    g = generator(cfg.seed, 1)
+    if m.init == "teacher_perturbed":
         if problem.teacher is None:
             raise ValueError("model.init=teacher_perturbed needs a problem with a teacher")
-        teacher_arch = Architecture(arch.widths, cfg["data"]["teacher_free_layer"] if cfg["data"]["kind"] ==
-                                    "teacher" else "first", arch.orientation)
-        blocks = init.perturb(stack(list(problem.teacher), teacher_arch), arch, delta=m["init_delta"], generator=g)
-    elif m["init"] in ("spectral", "spectral_perturbed"):
+        teacher_arch = Architecture(arch.widths, cfg.data.teacher_free_layer if cfg.data.kind == "teacher"
+                                    else "first", arch.orientation)
+        blocks = init.perturb(stack(list(problem.teacher), teacher_arch), arch, delta=m.init_delta, generator=g)
+    elif m.init in ("spectral", "spectral_perturbed"):
         blocks = init.spectral_blocks(arch, problem.moments.p_star, generator=g)
-        if m["init"] == "spectral_perturbed":
-            blocks = init.perturb(blocks, arch, delta=m["init_delta"], generator=g)
+        if m.init == "spectral_perturbed":
+            blocks = init.perturb(blocks, arch, delta=m.init_delta, generator=g)
     else:
-        blocks = init.random_blocks(arch, scale=m["init_scale"], generator=g, dtype=dtype, device=device)
+        blocks = init.random_blocks(arch, scale=m.init_scale, generator=g, dtype=dtype, device=device)
     return problem, arch, [B.to(device) for B in blocks]
 
 
-def local_spectrum(cfg: dict, problem: data.Problem, arch: Architecture, device: str) -> theory.LocalSpectrum | None:
+def local_spectrum(cfg: Config, problem: data.Problem, arch: Architecture, device: str) -> theory.LocalSpectrum | None:
     """The exact local spectrum at the teacher, once per (problem, method, balance) in this process; None
     where the theory does not apply (no teacher, nonlinear network, other loss, teacher not representable)."""
-    o, limit = cfg["optim"], cfg["study"]["theory_max_dim"]
-    if problem.teacher is None or not arch.linear or o["loss"] != "squared" or arch.widths[0] * arch.widths[-1] > limit:
+    o, limit = cfg.optim, cfg.study.theory_max_dim
+    if problem.teacher is None or not arch.linear or o.loss != "squared" or arch.widths[0] * arch.widths[-1] > limit:
         return None
-    return _spectrum(problem_key(cfg, device), arch, o["method"], o["balance"])
+    return _spectrum(problem_key(cfg, device), arch, o.method, o.balance)
 
 
 @functools.lru_cache(maxsize=32)
@@ -167,16 +158,16 @@ def _spectrum(key: str, arch: Architecture, method: str, balance: str) -> theory
         return None
 
 
-def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | None = None) -> TrialResult:
-    """Train one network; ``report(metrics)`` is called every ``search.report_every`` steps (it may
-    return True to stop the trial early). Returns summary metrics and downsampled curves."""
+def run_trial(cfg: Config, lr: float | None = None, report=None, threads: int | None = None) -> TrialResult:
+    """Train one network of the validated cell config ``cfg``; ``report(metrics)`` is called every
+    ``search.report_every`` steps (it may return True to stop the trial early). Returns summary metrics and
+    downsampled curves."""
     if threads:
         torch.set_num_threads(max(1, int(threads)))
-    device = pick_device(cfg["optim"]["device"])
+    device = pick_device(cfg.optim.device)
     mu = step_size(cfg, lr)
     problem, arch, blocks = build(cfg, device)
-    o, s, search = cfg["optim"], cfg["stop"], cfg["search"]
-    rules = StopRules(**s)
+    o, rules, search = cfg.optim, cfg.stop, cfg.search
 
     def progress(offset: int):
         def call(t: int, traj: Trajectory):
@@ -184,31 +175,31 @@ def run_trial(cfg: dict, lr: float | None = None, report=None, threads: int | No
                 return False
             return bool(report({"step": offset + t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
                                 "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                                "objective": objective(traj, s, search, None), FINAL: False}))
+                                "objective": objective(traj, rules, search, None), FINAL: False}))
         return call
 
-    opt = Optimizer(mu, o["method"], o["retraction"], o["balance"])
-    traj, blocks = train(problem, arch, blocks, opt, rules, loss=o["loss"], path=o["path"], callback=progress(0),
-                         callback_every=search["report_every"])
-    while (more := extension(traj, s, o["loss"])):  # still contracting at the budget: as long as its rate needs
-        rest = dataclasses.replace(rules, max_iters=more, max_seconds=max(s["max_seconds"] - traj.seconds, 1e-3))
-        tail, blocks = train(problem, arch, blocks, opt, rest, loss=o["loss"], path=o["path"],
-                             callback=progress(traj.steps), callback_every=search["report_every"])
+    opt = Optimizer(mu, o.method, o.retraction, o.balance)
+    traj, blocks = train(problem, arch, blocks, opt, rules, loss=o.loss, path=o.path, callback=progress(0),
+                         callback_every=search.report_every)
+    while (more := extension(traj, rules, o.loss)):  # still contracting at the budget: as long as its rate needs
+        rest = dataclasses.replace(rules, max_iters=more, max_seconds=max(rules.max_seconds - traj.seconds, 1e-3))
+        tail, blocks = train(problem, arch, blocks, opt, rest, loss=o.loss, path=o.path,
+                             callback=progress(traj.steps), callback_every=search.report_every)
         traj = joined(traj, tail)
     return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch, device))
 
 
-def extension(traj: Trajectory, stop: dict, loss: str) -> int:
+def extension(traj: Trajectory, stop: StopRules, loss: str) -> int:
     """More steps for a run that used up its budget while still contracting: the steps its tail rate needs to
     reach stop.tol (rates.steps_to), plus a quarter — only if that fits within stop.extend_to steps in all
     (0: never extend); a run predicted to need more stops here, its prediction on record. Squared loss only
     (its relative excess keeps the same reference in a continued run)."""
-    if traj.outcome != "budget" or loss != "squared" or traj.seconds >= stop["max_seconds"] or \
+    if traj.outcome != "budget" or loss != "squared" or traj.seconds >= stop.max_seconds or \
             traj.reason.startswith("time limit"):
         return 0
-    need = rates.steps_to(traj.rel_excess, stop["tol"])
+    need = rates.steps_to(traj.rel_excess, stop.tol)
     more = int(need * 1.25) + 1 if need else 0
-    return more if more and traj.steps + more <= stop["extend_to"] else 0
+    return more if more and traj.steps + more <= stop.extend_to else 0
 
 
 def joined(head: Trajectory, tail: Trajectory) -> Trajectory:
@@ -219,21 +210,21 @@ def joined(head: Trajectory, tail: Trajectory) -> Trajectory:
                       head.seconds + tail.seconds)
 
 
-def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
+def summarize(traj: Trajectory, cfg: Config, mu: float, device: str,
               spectrum: theory.LocalSpectrum | None = None) -> TrialResult:
     fit = rates.fit_rate(traj.rel_excess)
-    est = estimate(traj, cfg["stop"], fit)
+    est = estimate(traj, cfg.stop, fit)
     rho = est.conservative if est else None
-    points = cfg["tracking"]["curve_points"]
+    points = cfg.tracking.curve_points
     steps, rel = downsample(traj.rel_excess, points)
     curves = {"rel_excess": rel, "loss": [traj.loss[i] for i in steps],
               "ortho_error": [traj.ortho_error[i] for i in steps]}
     if traj.e2e_error:
         curves["e2e_error"] = [traj.e2e_error[i] for i in steps]
-    hit = rates.iterations_to(traj.rel_excess, cfg["stop"]["tol"])
+    hit = rates.iterations_to(traj.rel_excess, cfg.stop.tol)
     return TrialResult(
         lr=mu, outcome=traj.outcome, reason=traj.reason, steps=traj.steps, iters_to_tol=hit,
-        objective=objective(traj, cfg["stop"], cfg["search"], rho), observed_rate=rho, rate=fit.rate,
+        objective=objective(traj, cfg.stop, cfg.search, rho), observed_rate=rho, rate=fit.rate,
         rate_r2=fit.r2 if fit.found else None, rate_window=[fit.start, fit.end], rate_note=fit.reason,
         final_rel_excess=traj.rel_excess[-1], final_loss=traj.loss[-1], ortho_error=max(traj.ortho_error),
         e2e_error=traj.e2e_error[-1] if traj.e2e_error else None, seconds=traj.seconds,
@@ -241,9 +232,9 @@ def summarize(traj: Trajectory, cfg: dict, mu: float, device: str,
         pid=os.getpid(), python=platform.python_version(), curve_steps=steps, curves=curves,
         rate_estimate=est.rate if est else None, rate_kind=est.kind if est else None,
         rate_ci=[est.low, est.high] if est else None, rate_points=est.points if est else None,
-        start_rel_excess=traj.rel_excess[0], at_solution=at_solution(traj, cfg["stop"]),
+        start_rel_excess=traj.rel_excess[0], at_solution=at_solution(traj, cfg.stop),
         tail_rate=rates.tail_rate(traj.rel_excess),
-        steps_needed=rates.steps_to(traj.rel_excess, cfg["stop"]["tol"]) if traj.outcome == "budget" else None,
+        steps_needed=rates.steps_to(traj.rel_excess, cfg.stop.tol) if traj.outcome == "budget" else None,
         # the exact local rate of the loss at this μ and the best one over μ (theory.py), where it applies
         theory_rate=spectrum.loss_rate(mu) if spectrum else None,
         theory_mu_opt=spectrum.mu_opt if spectrum else None,

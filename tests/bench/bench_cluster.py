@@ -32,8 +32,8 @@ def steps_for(seconds: float) -> int:
 
     (_, _, cells), = plan(["model.depth=8", "model.width=16", "stop.tol=1e-300", "stop.stall_window=100000",
                            "stop.max_iters=300", "optim.protocol=fixed", "optim.lr=0.2"])
-    run_trial(cells[0].config, threads=1)  # warm-up
-    res = run_trial(cells[0].config, threads=1)
+    run_trial(cells[0].cfg, threads=1)  # warm-up
+    res = run_trial(cells[0].cfg, threads=1)
     return max(50, int(seconds / res.seconds_per_step))
 
 

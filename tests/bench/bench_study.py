@@ -70,7 +70,7 @@ def plain_optuna(cells, trials: int, lo: float, hi: float) -> float:
     for cell in cells:
         s = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=cell.index,
                                                                                         n_startup_trials=4))
-        s.optimize(lambda t: run_trial(cell.config, t.suggest_float("lr", lo, hi, log=True)).objective,
+        s.optimize(lambda t: run_trial(cell.cfg, t.suggest_float("lr", lo, hi, log=True)).objective,
                    n_trials=trials)
     return time.perf_counter() - start
 
@@ -188,8 +188,8 @@ def main():
     steps = 600
     one = ["model.depth=32", "model.width=32", "seed=0", "optim.protocol=fixed", "optim.lr=0.05", "stop.tol=1e-300",
            f"stop.max_iters={steps}", f"stop.stall_window={steps + 1}", "search.pruner=none"]
-    run_trial(plan(one, grid=False)[0][2][0].config, threads=1)
-    probe = run_trial(plan(one, grid=False)[0][2][0].config, threads=1)
+    run_trial(plan(one, grid=False)[0][2][0].cfg, threads=1)
+    probe = run_trial(plan(one, grid=False)[0][2][0].cfg, threads=1)
     steps = max(50, int(steps / probe.seconds))
     one = [x for x in one if not x.startswith(("stop.max_iters", "stop.stall_window", "seed="))] + [
         f"stop.max_iters={steps}", f"stop.stall_window={steps + 1}", f"seed=range({4 if QUICK else 16})"]

@@ -64,7 +64,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     (cfg, _, cells), = plan(["optim.device=cuda", "optim.protocol=fixed", "model.depth=16", "model.width=64",
                              "data.dtype=float32"], grid=False)
-    res = run_trial(cells[0].config).to_dict()
+    res = run_trial(cells[0].cfg).to_dict()
     print(f"trial on {res['device']}: {res['outcome']} after {res['steps']} steps, "
           f"{1e3 * res['seconds_per_step']:.2f} ms/step")
     print(f"{'N':>5} {'d':>5} {'dtype':>8} {'cpu ms':>9} {'cuda ms':>9} {'cpu/cuda':>9}")

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from orthoscale import stiefel
-from orthoscale.study.config import (TRACKING_SCHEMES, Config, ConfigError, get_path, leaf_keys, markdown_table,
-                                     set_path, to_dict, validate, widths)
+from orthoscale.study.config import (TRACKING_SCHEMES, Config, ConfigError, MnistData, TeacherData, get_path,
+                                     leaf_keys, markdown_table, set_path, to_dict, upgrade, validate, widths)
 
 DEFAULTS = to_dict(Config())
 
@@ -23,9 +23,10 @@ def rejected(raw: dict) -> str:
 
 
 def with_(*pairs) -> dict:
+    """DEFAULTS with ``pairs`` set; data.kind=k chooses the data group k (its keys take their defaults)."""
     raw = DEFAULTS
     for key, value in pairs:
-        raw = set_path(raw, key, value)
+        raw = set_path(raw, "data", {"kind": value}) if key == "data.kind" else set_path(raw, key, value)
     return raw
 
 
@@ -75,12 +76,26 @@ def test_whole_numbers_become_ints_and_ints_become_floats():
 
 @pytest.mark.parametrize("key,value,bound", [
     ("model.depth", 0, "≥ 1"), ("model.depth", 4097, "≤ 4096"), ("optim.lr", 0, "> 0"), ("optim.lr", -1e-3, "> 0"),
-    ("data.whiten_eps", 1.0, "< 1"), ("stop.tol", 1.0, "< 1"), ("stop.diverge_factor", 1.0, "> 1"),
+    ("stop.tol", 1.0, "< 1"), ("stop.diverge_factor", 1.0, "> 1"),
     ("study.verbose", 4, "≤ 3"), ("data.condition", 0.5, "≥ 1"),
 ])
 def test_a_value_out_of_range_is_named_with_its_bound(key, value, bound):
     text = rejected(with_((key, value)))
     assert text.startswith(f"{key}={value}") and text.endswith(f"must be {bound}")
+
+
+def test_each_data_group_has_its_own_keys():
+    """data=teacher and data=mnist are two dataclasses: a key of the other group is unknown, and named."""
+    assert isinstance(validate(with_(("data.kind", "mnist"), ("model.width", 10), ("model.init", "random"))).data,
+                      MnistData)
+    assert isinstance(Config().data, TeacherData)
+    text = rejected(with_(("data.whiten_eps", 0.1)))
+    assert text.startswith("data.whiten_eps: unknown key of data.kind='teacher' (the group data=teacher)")
+    text = rejected(with_(("data.kind", "mnist"), ("data.input_dim", 5)))
+    assert text.startswith("data.input_dim: unknown key of data.kind='mnist'")
+    assert rejected(with_(("data.kind", "images"))) == "data.kind='images': must be one of teacher, mnist"
+    text = rejected(with_(("data.kind", "mnist"), ("data.whiten_eps", 1.0)))
+    assert text == "data.whiten_eps=1.0: must be < 1"
 
 
 @pytest.mark.parametrize("key,value", [("model.depth", 1), ("data.condition", 1.0), ("data.noise", 0.0),
@@ -103,7 +118,8 @@ def test_a_choice_outside_its_options_lists_them():
     ((("model.width", 32),), "model.depth=8, model.width=32, data.input_dim=16, data.output_dim=16: layer 8"),
     ((("data.kind", "mnist"),), "model.depth=8, model.width=16, data.kind='mnist': layer 8"),  # 10 classes < 16
     ((("data.kind", "mnist"), ("model.width", 10)), "model.init='teacher_perturbed': needs a teacher"),
-    ((("model.init", "spectral"), ("model.free_layer", "none")), "model.init='spectral': needs a free layer"),
+    ((("model.init", "spectral"), ("model.free_layer", "none")),
+     "model.init='spectral': a spectral start needs a free layer"),
     ((("tracking.uri", "ftp://host/x"),), "tracking.uri='ftp://host/x': MLflow cannot use 'ftp'"),
     ((("tracking.uri", "C:\\mlruns"),), "tracking.uri='C:\\\\mlruns': MLflow cannot use 'c'"),
 ])
@@ -135,9 +151,9 @@ def test_widths_follow_depth_width_and_the_data():
 
 def test_leaf_keys_cover_every_field_with_its_default():
     keys = leaf_keys()
-    default = Config()
     for key, (_, value, _) in keys.items():
-        node = default
+        node = Config(data=MnistData()) if key.split(".")[-1] in ("targets", "whiten", "whiten_eps", "root") \
+            else Config()
         for part in key.split("."):
             node = getattr(node, part)
         assert node == value, key
@@ -148,9 +164,14 @@ def test_leaf_keys_cover_every_field_with_its_default():
 def test_markdown_table_has_one_row_per_leaf_key_with_its_allowed_values():
     rows = markdown_table().splitlines()
     keys = leaf_keys()
-    assert len(rows) == len(keys) + 2
-    assert [re.match(r"\| `([^`]+)` \|", r)[1] for r in rows[2:]] == list(keys)
-    for row, (key, (_, default, meta)) in zip(rows[2:], keys.items()):
+    shown = [re.match(r"\| `([^`]+)`", r)[1] for r in rows[2:]]
+    assert list(dict.fromkeys(shown)) == list(keys)  # every key; keys the data groups declare apart, once each
+    assert shown.count("data.samples") == 2 and shown.count("data.condition") == 1
+    assert "| `data.samples` (data=mnist) | int | `0` | ≥ 0 |" in rows
+    for row, key in zip(rows[2:], shown):
+        _, default, meta = keys[key]
+        if "(data=mnist)" in row:
+            continue
         cells = [c.strip() for c in row.strip("|").split(" | ")]
         if "choices" in meta:
             assert cells[-1] == " \\| ".join(meta["choices"]), key
@@ -160,3 +181,13 @@ def test_markdown_table_has_one_row_per_leaf_key_with_its_allowed_values():
                 assert f"{word} {meta[name]:g}" in cells[-1], key
     depth = next(r for r in rows if r.startswith("| `model.depth` |"))
     assert depth == "| `model.depth` | int | `8` | ≥ 1, ≤ 4096 |"
+
+
+def test_a_plan_saved_with_both_data_groups_keys_is_read_as_its_group():
+    """Plans saved before data=teacher | mnist were two groups carry all data keys; upgrade keeps the group's."""
+    old = set_path(set_path(DEFAULTS, "data.targets", "onehot"), "data.whiten", "subspace")
+    assert rejected(old).startswith("data.targets: unknown key")
+    assert validate(upgrade(old)) == Config()
+    old_mnist = set_path(with_(("data.kind", "mnist"), ("model.width", 10), ("model.init", "random")),
+                         "data.input_dim", 784)
+    assert isinstance(validate(upgrade(old_mnist)).data, MnistData)

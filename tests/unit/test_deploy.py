@@ -56,7 +56,7 @@ def dockerfile(flavour: str) -> tuple[dict[str, str], str, list[str], str]:
     lines = [l.strip() for l in logical.splitlines() if l.strip()]
     args: dict[str, str] = {}
     base = None
-    resolve = lambda value: re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], value)  # noqa: E731
+    resolve = lambda value: re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], value)
     for line in lines:
         word, _, rest = line.partition(" ")
         if word.upper() == "ARG" and "=" in rest:
@@ -317,7 +317,7 @@ def test_docker_compose_refuses_to_run_without_a_secret(missing):
 
 def test_makefile_installs_and_builds_what_the_images_need():
     make = (ROOT / "Makefile").read_text()
-    target = lambda name: re.search(rf"^{name}:(.*)$", make, re.M)[1].split()  # noqa: E731
+    target = lambda name: re.search(rf"^{name}:(.*)$", make, re.M)[1].split()
     assert "docker" in target("test"), "`make test` installs Docker for the compose cluster test"
     assert target("images") == ["engine"] and target("engine") == ["docker"]
     assert "apt-get install" in make and "docker.io" in make and "debootstrap" in make

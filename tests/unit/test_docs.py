@@ -1,10 +1,13 @@
 """Docs and configs cannot drift from the schema."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from orthoscale.study.compose import plan
-from orthoscale.study.config import Config, leaf_keys, markdown_table, to_dict
+from orthoscale.study.config import Config, MnistData, TeacherData, leaf_keys, markdown_table, to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,11 +18,16 @@ def test_readme_key_table_is_generated_from_the_schema():
     assert body.strip() == markdown_table().strip()
 
 
-def test_conf_defaults_equal_schema_defaults():
-    (cfg, _, cells), = plan([], grid=False)
-    composed, schema = cells[0].config, to_dict(Config())
+@pytest.mark.parametrize("group,data,model", [("teacher", TeacherData(), []),
+                                              ("mnist", MnistData(), ["model.width=10", "model.init=random"])])
+def test_conf_defaults_equal_schema_defaults(group, data, model):
+    """Each data group's yaml holds exactly its dataclass's keys, with the same defaults (as do the others)."""
+    (cfg, _, cells), = plan([f"data={group}", *model], grid=False)
+    composed = cells[0].config
+    schema = to_dict(replace(Config(), data=data, model=cells[0].cfg.model))
+    assert set(composed["data"]) == set(schema["data"])
     for key in leaf_keys():
-        if key.startswith("family."):
+        if key.startswith("family.") or (key.startswith("data.") and key.split(".")[1] not in schema["data"]):
             continue
         node_c, node_s = composed, schema
         for part in key.split("."):

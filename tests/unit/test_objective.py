@@ -2,18 +2,19 @@
 finished trial shows (trial.estimate and summarize), on small synthetic trajectories."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from orthoscale import rates
-from orthoscale.study.config import Config, to_dict
+from orthoscale.study.config import Config, ModelCfg, OptimCfg, SearchCfg
 from orthoscale.study.trial import estimate, objective, step_size, summarize
-from orthoscale.train import Trajectory
+from orthoscale.train import StopRules, Trajectory
 
-STOP = {"tol": 1e-10, "max_iters": 1000}
-RATE = {"objective": "rate", "penalty": 1.0}
-STEPS = {"objective": "steps", "penalty": 1.0}
+STOP = StopRules(tol=1e-10, max_iters=1000)
+RATE = SearchCfg(objective="rate", penalty=1.0)
+STEPS = SearchCfg(objective="steps", penalty=1.0)
 
 
 def traj(rel: list[float], outcome: str = "budget") -> Trajectory:
@@ -35,7 +36,7 @@ def test_a_measured_rate_is_the_objective():
 def test_without_a_rate_the_score_is_one_plus_penalty_times_the_log_distance_left(best, share):
     """f = log(best/tol)/log(1/tol), clipped to [0, 1]: halfway to tol in decades is f = ½."""
     for penalty in (1.0, 0.25):
-        search = {**RATE, "penalty": penalty}
+        search = dataclasses.replace(RATE, penalty=penalty)
         score = objective(traj([1.0, best, 2 * best], "stalled"), STOP, search, None)
         assert score == pytest.approx(1 + penalty * share)
 
@@ -47,7 +48,7 @@ def test_a_rate_of_one_or_more_is_no_rate():
 
 def test_diverged_scores_worst_and_non_finite_values_are_skipped():
     assert objective(traj([1.0, 1e-3, math.inf], "diverged"), STOP, RATE, None) == 3.0
-    assert objective(traj([1.0, 1e-3, math.inf], "diverged"), STOP, {**RATE, "penalty": 0.5}, None) == 2.0
+    assert objective(traj([1.0, 1e-3, math.inf], "diverged"), STOP, dataclasses.replace(RATE, penalty=0.5), None) == 2.0
     # a run that ended on NaN but is not diverged: its best finite value counts
     assert objective(traj([1.0, 1e-5, math.nan], "stalled"), STOP, RATE, None) == pytest.approx(1.5)
     assert objective(traj([0.0, math.nan], "stalled"), STOP, RATE, None) == 2.0  # nothing usable: f = 1
@@ -65,8 +66,8 @@ def test_every_measured_rate_ranks_above_every_short_run_and_progress_ranks_abov
 
 def test_steps_to_tol_in_units_of_max_iters():
     t = traj(geometric(0.5, 40), "converged")  # 0.5^34 ≈ 5.8e-11 ≤ 1e-10 < 0.5^33
-    assert objective(t, STOP, STEPS, 0.5) == pytest.approx(34 / STOP["max_iters"])
-    assert objective(t, STOP, STEPS, 0.5) == rates.iterations_to(t.rel_excess, STOP["tol"]) / STOP["max_iters"]
+    assert objective(t, STOP, STEPS, 0.5) == pytest.approx(34 / STOP.max_iters)
+    assert objective(t, STOP, STEPS, 0.5) == rates.iterations_to(t.rel_excess, STOP.tol) / STOP.max_iters
 
 
 def test_steps_objective_short_of_tol_is_penalised_whatever_the_rate():
@@ -88,12 +89,12 @@ def test_only_a_run_that_contracted_to_its_end_shows_a_rate():
 
 
 def test_summarize_scores_a_trajectory_by_its_observed_rate():
-    cfg = to_dict(Config())
+    cfg = Config()
     t = traj(geometric(0.6, 50), "converged")
     res = summarize(t, cfg, mu=0.1, device="cpu")
     assert res.outcome == "converged" and res.lr == 0.1 and res.steps == 50
     assert res.observed_rate == pytest.approx(0.6, rel=1e-9) and res.objective == res.observed_rate
-    assert res.iters_to_tol == rates.iterations_to(t.rel_excess, cfg["stop"]["tol"])
+    assert res.iters_to_tol == rates.iterations_to(t.rel_excess, cfg.stop.tol)
     assert res.curve_steps[0] == 0 and res.curve_steps[-1] == 50 and res.theory_rate is None
 
 
@@ -103,6 +104,6 @@ def test_summarize_scores_a_trajectory_by_its_observed_rate():
                                                   ("fixed", None, 0.2), ("inverse_depth", 0.37, 0.2 / 8),
                                                   ("inverse_depth", None, 0.2 / 8)])
 def test_step_size_follows_the_protocol(protocol, lr, expected):
-    cfg = {"optim": {"protocol": protocol, "lr": 0.2}, "model": {"depth": 8}}
+    cfg = Config(optim=OptimCfg(protocol=protocol, lr=0.2), model=ModelCfg(depth=8))
     assert step_size(cfg, lr) == pytest.approx(expected)
     assert type(step_size(cfg, lr)) is float

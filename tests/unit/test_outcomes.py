@@ -14,15 +14,16 @@ import torch
 from orthoscale import data, init, optim, train
 from orthoscale.network import Architecture
 from orthoscale.study.compose import plan
+from orthoscale.study.config import Config
 from orthoscale.study.results import TrialResult
 from orthoscale.study.trial import problem_for, run_trial
 
 BASE = ["optim.protocol=fixed", "stop.max_iters=400"]
 
 
-def trial(*overrides: str) -> tuple[TrialResult, dict]:
+def trial(*overrides: str) -> tuple[TrialResult, Config]:
     (_, _, cells), = plan([*BASE, *overrides], grid=False)
-    cfg = cells[0].config
+    cfg = cells[0].cfg
     return run_trial(cfg), cfg
 
 
@@ -36,10 +37,10 @@ def test_a_huge_step_diverges_while_the_orthonormal_layers_stay_on_the_manifold(
     res, cfg = trial(*override)
     assert res.outcome == "diverged", res.reason
     assert "× initial" in res.reason or "non-finite" in res.reason or "retraction failed" in res.reason
-    mu, factor = cfg["optim"]["lr"], cfg["stop"]["diverge_factor"]
+    mu, factor = cfg.optim.lr, cfg.stop.diverge_factor
     assert res.steps <= math.ceil(math.log(factor) / math.log((mu - 1) ** 2)) + 1
     assert res.ortho_error < 1e-10
-    assert res.objective == 1 + 2 * cfg["search"]["penalty"]  # the diverged score, worse than any short run
+    assert res.objective == 1 + 2 * cfg.search.penalty  # the diverged score, worse than any short run
 
 
 def test_euclidean_gradient_descent_with_a_huge_step_diverges_off_the_manifold():
@@ -54,9 +55,9 @@ def test_a_tiny_step_stalls_at_the_first_window_without_moving():
     """μ = 1e-12 moves the loss by ~1e-12 relative per step, far below stall_improvement over a window."""
     res, cfg = trial("optim.lr=1e-12")
     assert res.outcome == "stalled" and "no progress" in res.reason
-    assert res.steps == cfg["stop"]["stall_window"]  # the first step at which the stall rule can fire
+    assert res.steps == cfg.stop.stall_window  # the first step at which the stall rule can fire
     assert res.final_rel_excess == pytest.approx(res.curves["rel_excess"][0], rel=1e-8)
-    assert 1 < res.objective < 1 + cfg["search"]["penalty"]  # short of tol, some way left to go
+    assert 1 < res.objective < 1 + cfg.search.penalty  # short of tol, some way left to go
 
 
 def test_a_step_beyond_the_stable_range_of_a_deep_network_makes_no_progress():
@@ -65,7 +66,7 @@ def test_a_step_beyond_the_stable_range_of_a_deep_network_makes_no_progress():
     diverge either: the excess wanders at O(1) until the stall rule or the budget ends it (which of the two comes
     first depends on rounding in that chaotic phase)."""
     res, cfg = trial("model.depth=128")
-    mu = cfg["optim"]["lr"]
+    mu = cfg.optim.lr
     assert res.theory_mu_max is not None and res.theory_mu_max < mu and res.theory_rate > 1
     assert res.outcome in ("stalled", "budget"), res.reason
     assert min(res.curves["rel_excess"]) > 0.1 and res.observed_rate is None
@@ -77,7 +78,7 @@ def test_depth_one_is_plain_least_squares_with_rate_one_minus_mu_squared():
     """N = 1 with the layer free: no orthonormal layer, and the relative excess starts at δ² and contracts by
     exactly (1 − μ)² per step, so the steps to tol follow."""
     res, cfg = trial("model.depth=1")
-    mu, delta, tol = cfg["optim"]["lr"], cfg["model"]["init_delta"], cfg["stop"]["tol"]
+    mu, delta, tol = cfg.optim.lr, cfg.model.init_delta, cfg.stop.tol
     assert res.outcome == "converged" and "relative excess ≤" in res.reason
     assert res.ortho_error == 0.0
     assert res.curves["rel_excess"][0] == pytest.approx(delta ** 2, rel=1e-12)
@@ -91,8 +92,8 @@ def test_an_ill_conditioned_teacher_still_converges_at_the_free_layers_rate():
     """Whitened inputs make the free layer's curvature the identity whatever the teacher's condition number, so
     condition 1e8 still converges, at the exact local rate (1 − μ)² of the theory."""
     res, cfg = trial("data.condition=1e8")
-    mu = cfg["optim"]["lr"]
-    assert res.outcome == "converged" and res.final_rel_excess <= cfg["stop"]["tol"]
+    mu = cfg.optim.lr
+    assert res.outcome == "converged" and res.final_rel_excess <= cfg.stop.tol
     assert res.theory_rate == pytest.approx((1 - mu) ** 2, rel=1e-6)
     assert res.observed_rate == pytest.approx(res.theory_rate, abs=0.01)
 
@@ -100,7 +101,7 @@ def test_an_ill_conditioned_teacher_still_converges_at_the_free_layers_rate():
 def test_width_one_converges_to_its_rank_one_teacher():
     """A 1-wide network is rank one, and so is its teacher (same widths): W* is representable and reached."""
     res, cfg = trial("model.width=1", "data.input_dim=16", "data.output_dim=16")
-    assert res.outcome == "converged" and res.final_rel_excess <= cfg["stop"]["tol"]
+    assert res.outcome == "converged" and res.final_rel_excess <= cfg.stop.tol
     assert res.ortho_error < 1e-10
 
 
@@ -123,7 +124,7 @@ def test_a_single_orthonormal_layer_stalls_at_the_procrustes_distance_of_the_tea
 def test_a_time_limit_ends_in_budget_naming_the_time_limit():
     res, cfg = trial("stop.max_seconds=0.05", "model.depth=128", "stop.tol=1e-300")
     assert res.outcome == "budget" and "time limit" in res.reason
-    assert res.steps < cfg["stop"]["max_iters"]
+    assert res.steps < cfg.stop.max_iters
 
 
 def test_non_finite_values_are_a_clear_error_or_a_diverged_outcome():

@@ -27,8 +27,8 @@ def record(cell, result, k=0):
 
 def test_a_fast_converger_at_the_best_step_has_a_short_run_rate_within_2_percent_of_the_theory():
     cell = teacher_cell()
-    mu_opt = run_trial(cell.config, 0.1)["theory_mu_opt"]
-    res = run_trial(cell.config, mu_opt)
+    mu_opt = run_trial(cell.cfg, 0.1)["theory_mu_opt"]
+    res = run_trial(cell.cfg, mu_opt)
     assert res["outcome"] == "converged" and res["iters_to_tol"] < 10   # too few steps for a linear-phase fit
     assert res["rate"] is None and res["rate_kind"] == "short" and res["rate_points"] == res["iters_to_tol"]
     assert abs((1 - res["rate_estimate"]) / (1 - res["theory_rate"]) - 1) <= 0.02
@@ -43,7 +43,7 @@ def test_a_fast_converger_at_the_best_step_has_a_short_run_rate_within_2_percent
 
 def test_a_start_at_the_solution_is_flagged_not_tabulated():
     cell = teacher_cell("model.init_delta=0")              # the teacher itself: excess 0 at step 0
-    res = run_trial(cell.config, 0.5)
+    res = run_trial(cell.cfg, 0.5)
     assert res["at_solution"] and res["start_rel_excess"] <= 1e-8
     assert res["rate_estimate"] is None and res["observed_rate"] is None and res["objective"] >= 1
     row, = report.cell_rows([cell], [record(cell, res)])
@@ -55,6 +55,6 @@ def test_a_start_at_the_solution_is_flagged_not_tabulated():
 @pytest.mark.parametrize("mu,words", [(50.0, "diverged at every μ tried"), (1e-4, "no linear phase in 40 steps")])
 def test_every_missing_rate_says_why(mu, words):
     cell = teacher_cell("stop.max_iters=40")
-    res = run_trial(cell.config, mu)
+    res = run_trial(cell.cfg, mu)
     row, = report.cell_rows([cell], [record(cell, res)])
     assert row["best_rate"] is None and words in row["note"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from orthoscale.study.cells import Cell
-from orthoscale.study.config import Config, set_path, to_dict
+from orthoscale.study.config import Config, ModelCfg, OptimCfg
 from orthoscale.study.report import cell_rows, scaling, table, write
 from orthoscale.study.results import TrialResult
 
@@ -19,10 +20,9 @@ K_LR, C_LR = -0.5, 0.4       # planted: μ_best = 0.4 · N^-0.5
 
 
 def cell(index: int, depth: int, seed: int = 0, protocol: str = "tuned", series: str | None = None) -> Cell:
-    config = set_path(set_path(set_path(to_dict(Config()), "model.depth", depth), "seed", seed),
-                      "optim.protocol", protocol)
+    cfg = replace(Config(), model=ModelCfg(depth=depth), seed=seed, optim=OptimCfg(protocol=protocol))
     values = (("model.depth", depth), ("seed", seed)) + ((("variant", series),) if series else ())
-    return Cell(index, values, (("model.depth", depth), ("seed", seed)), config)
+    return Cell(index, values, (("model.depth", depth), ("seed", seed)), cfg)
 
 
 def record(c: Cell, n: int, status: str = "FINISHED", **result) -> dict:

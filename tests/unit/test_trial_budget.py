@@ -16,7 +16,7 @@ def cell(*overrides):
     (_, _, cells), = plan(["model.depth=4", "model.width=8", "data.input_dim=8", "data.output_dim=8",
                            "data.samples=64", "seed=0", "stop.tol=1e-9", "tracking.curve_points=10000", *overrides],
                           grid=False)
-    return cells[0].config
+    return cells[0].cfg
 
 
 def test_a_run_out_of_budget_goes_on_as_its_rate_needs_and_matches_one_long_run():
