@@ -1,7 +1,8 @@
 """MLflow record of a study: an experiment per family, a parent run per study, a child run per trial.
 
 Only the driver writes (one writer per SQLite store): a background thread drains a queue of
-durable result records, so logging never blocks Tune's event loop, let alone a trial. Each child
+durable result records into a logging process, so logging never blocks Tune's event loop, let alone a trial,
+and its CPU is not the driver's. Each child
 run takes three calls: created with its tags, one ``log_batch`` with its params, summary metrics and curves
 (more only past MLflow's 1 000 entries a call), and its end.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from .cells import Cell
 from .results import TrialResult
 from .secrets import split_credentials
 
@@ -58,6 +61,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
         os.environ.update(env)
+        self.reopen = (uri, experiment, artifact_location)  # the same store from another process (env inherited)
         from mlflow import MlflowClient
 
         self.client = MlflowClient(uri)
@@ -137,6 +141,8 @@ class Tracker:
         parent = found[0].info.run_id
         plan = self.client.download_artifacts(parent, "config.json")
         plan = json.loads(Path(plan).read_text())
+        from .cells import Cell
+
         ids = {cell.id: cell.index for cell in map(Cell.from_dict, plan["cells"])}
         records, token = [], None
         while True:
@@ -163,15 +169,78 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
 
+def serve() -> None:
+    """The logging process (``python -m orthoscale.study.tracking``): reads (store, parent, study), then records,
+    from stdin (pickled) and logs a child run for each, replying None or the error on stdout. It ends on None, or
+    on end of input when the driver is gone (its records are durable: a rerun logs them)."""
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything MLflow prints goes to stderr: stdout carries replies only
+    requests = sys.stdin.buffer
+    reopen, parent, study = pickle.load(requests)
+    tracker = Tracker(*reopen)
+    while True:
+        try:
+            rec = pickle.load(requests)
+        except EOFError:
+            return
+        if rec is None:
+            return
+        try:
+            tracker.log_trial(parent, study, rec)
+            reply = None
+        except Exception as err:
+            reply = f"{type(err).__name__}: {err}"
+        pickle.dump(reply, replies)
+        replies.flush()
+
+
+class LoggingProcess:
+    """Tracker.log_trial in a child process: MLflow's client costs tens of ms of CPU per child run, which in the
+    driver would be taken from Tune's event loop (one interpreter lock); the driver only sends the record. A
+    plain subprocess, not multiprocessing: that would re-run the caller's main script in the child."""
+
+    def __init__(self, tracker: Tracker, parent: str | None, study: str):
+        here = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "orthoscale.study.tracking"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)  # credentials: in env, as for this process
+        self._send((tracker.reopen, parent, study))
+
+    def _send(self, obj) -> None:
+        pickle.dump(obj, self.proc.stdin)
+        self.proc.stdin.flush()
+
+    def __call__(self, parent: str | None, study: str, rec: dict) -> None:
+        self._send(rec)
+        error = pickle.load(self.proc.stdout)  # EOFError when the process died: a failed attempt, like any other
+        if error:
+            raise RuntimeError(error)
+
+    def close(self) -> None:
+        try:
+            self._send(None)
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class TrackingWriter:
-    """Logs records on a background thread, each trial once; counts time spent and failures.
+    """Logs records on a background thread, each trial once; counts time spent and failures. The MLflow calls
+    run in a :class:`LoggingProcess` (``process=True``) or in the thread itself.
     Without a tracker (store unreachable) every record is counted as not logged."""
 
     def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3,
-                 enabled: bool = True):
+                 enabled: bool = True, process: bool = True):
         self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
         self.enabled = enabled  # False (tracking.enabled=false): records are not for MLflow, none is "unlogged"
         self.done = tracker.logged_trials(parent) if tracker else set()
+        self.remote = LoggingProcess(tracker, parent, study) if tracker and process else None
+        self.log_trial = self.remote or (tracker.log_trial if tracker else None)
         self.queue: queue.Queue = queue.Queue()
         self.seconds, self.logged, self.failed = 0.0, 0, []
         self.thread = threading.Thread(target=self._run, name="orthoscale-tracking", daemon=True)
@@ -191,7 +260,7 @@ class TrackingWriter:
             start = time.perf_counter()
             for attempt in range(self.retries):
                 try:
-                    self.tracker.log_trial(self.parent, self.study, rec)
+                    self.log_trial(self.parent, self.study, rec)
                     self.done.add(rec["key"])
                     self.logged += 1
                     break
@@ -206,6 +275,8 @@ class TrackingWriter:
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join()
+        if self.remote:
+            self.remote.close()
 
 
 def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
@@ -217,3 +288,7 @@ def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
 
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+if __name__ == "__main__":
+    serve()
