@@ -203,9 +203,9 @@ def main():
     c_record = record_cpu(recs[:100], tmp / "records")
     sq_wall, sq_cpu = tracking_cost(f"sqlite:///{tmp / 'track.db'}", recs[:60])
     sqa_wall, sqa_cpu = tracking_cost(f"sqlite:///{tmp / 'track-a.db'}", recs[:60], artifact_curves=True)
-    c_track = sq_cpu / 1e3
-    c_mu = c_search + c_record + c_track                             # per μ trial, whatever the packing
-    c_tune = max(cpu_trial * n - c_mu * n, 0.0) / default["tune_trials"]  # per Tune trial: the controller
+    c_track = sq_cpu / 1e3                          # in the logging process (tracking.LoggingProcess), not the driver
+    c_mu = c_search + c_record                      # driver CPU per μ trial, whatever the packing
+    c_tune = max(cpu_trial * n - c_mu * n, 0.0) / default["tune_trials"]  # the rest, per Tune trial: the controller
     sustain = 60 / cpu_trial
 
     # 4: PostgreSQL-backed server; tracking off
@@ -228,28 +228,29 @@ def main():
     print(f"B: {len(b['recs'])} trials of {b['compute'] / len(b['recs']):.2f} s ({steps} steps), trial phase "
           f"{span:.1f} s, {b['tune_trials']} Tune trials")
     print("\nper trial, driver CPU (ms): "
-          f"searcher+sampler {1e3 * c_search:.2f} · record+fsync {1e3 * c_record:.2f} · MLflow child run {sq_cpu:.1f} "
-          f"(SQLite; wall {sq_wall:.1f}) · Tune controller {1e3 * c_tune:.1f} per Tune trial "
-          f"(÷ {n / default['tune_trials']:.1f} trials per pack here) · all, measured in the study: "
-          f"{1e3 * cpu_trial:.1f}")
+          f"searcher+sampler {1e3 * c_search:.2f} · record+fsync {1e3 * c_record:.2f} · Tune controller "
+          f"{1e3 * c_tune:.1f} per Tune trial (÷ {n / default['tune_trials']:.1f} trials per pack here) · all, "
+          f"measured in the study: {1e3 * cpu_trial:.1f}; the MLflow child run ({sq_cpu:.1f} ms CPU on SQLite)"
+          " runs in the logging process")
     print("MLflow ms per child run (wall / driver CPU): SQLite, curves as metrics "
           f"{sq_wall:.1f} / {sq_cpu:.1f}; curves as one artifact {sqa_wall:.1f} / {sqa_cpu:.1f}; "
           + (f"PostgreSQL server, metrics {pg[0][0]:.1f} / {pg[0][1]:.1f}, artifact {pg[1][0]:.1f} / {pg[1][1]:.1f}"
              if isinstance(pg, tuple) else f"PostgreSQL server {pg}"))
     print("  (the UI plots curves logged as metrics; an artifact is a file to download: metrics are kept)")
 
-    # on paper: GPUS workers, trials of GPU_TRIAL_S, one driver (one Python process: Tune, searcher, writer)
+    # on paper: GPUS workers, trials of GPU_TRIAL_S; one driver process (Tune, searcher, records) and one logging
+    # process per MLflow store, each one core at most
     pack_1s = auto_size(c_tune, GPU_TRIAL_S)
-    per = {p: c_mu + c_tune / p for p in (1, 8, 64)}
+    per = {p: c_mu + c_tune / p for p in sorted({1, 8, 64, pack_1s})}
     print(f"\nsimulation, {GPUS} GPUs × {GPU_TRIAL_S:.0f} s trials = {GPUS / GPU_TRIAL_S:.0f} trials/s for one driver:")
     for p, cost in per.items():
-        print(f"  packs of {p:>2}: {1e3 * cost:6.2f} ms of driver CPU per trial → saturates at "
+        print(f"  packs of {p:>2}: {1e3 * cost:6.2f} ms of driver CPU per trial → the driver saturates at "
               f"{GPU_TRIAL_S / cost:7.0f} GPUs ({min(1.0, GPU_TRIAL_S / cost / GPUS):.0%} of {GPUS} busy)")
-    track_only = GPU_TRIAL_S / c_track
-    print(f"  the tracking writer alone ({sq_cpu:.1f} ms per child run on SQLite, one thread) feeds at most "
-          f"{track_only:.0f} GPUs; auto packs 1 s trials by {pack_1s} (Tune's gap is "
-          f"{1e3 * c_tune:.0f} ms): the driver saturates at ≈ {GPU_TRIAL_S / (c_mu + c_tune / pack_1s):.0f} GPUs, "
-          f"tracking-bound" if c_track > c_tune / pack_1s else "")
+    writers = -(-GPUS * c_track // GPU_TRIAL_S)
+    print(f"  one logging process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
+          f"{GPU_TRIAL_S / c_track:.0f} GPUs: {GPUS} need {writers:.0f} writers on a server store (SQLite takes one); "
+          f"auto packs 1 s trials by {pack_1s} here (Tune's per-trial cost {1e3 * c_tune:.0f} ms)")
+    sim = (GPU_TRIAL_S / (c_mu + c_tune / pack_1s), GPU_TRIAL_S / c_track)
 
     print(f"\nfixed cost of the default study (s, wall; CPU of the driver in brackets): process start, imports, "
           f"compose {startup:.1f} · Ray start {ph.get('ray_start', 0):.1f} (MLflow store opened meanwhile: "
@@ -266,6 +267,8 @@ def main():
         row("3", "driver CPU per trial (default study)", f"{1e3 * cpu_trial:.1f} ms", "≤ 20 ms",
             cpu_trial <= 0.020),
         row("3", "trials/min one driver sustains", f"{sustain:,.0f}", "≥ 3 000", sustain >= 3000),
+        row("3", "1 s trials: GPUs one driver / one SQLite writer feed", f"{sim[0]:,.0f} / {sim[1]:,.0f}",
+            f"≥ {GPUS} / (info)", sim[0] >= GPUS),
         row("4", "MLflow calls per child run", "3 (create, log_batch, end)", "fewest", True),
         row("4", "ms per child run: SQLite / PostgreSQL server",
             f"{sq_wall:.0f} / " + (f"{pg[0][0]:.0f}" if isinstance(pg, tuple) else "n/a"), "(info)", None),
