@@ -138,11 +138,7 @@ def postgres_tracking(recs: list[dict], tmp: Path):
     try:
         pg = Postgres(tmp / "pg", free_port(), secrets.token_hex(12))
         pg.start()
-        conn = pg.connect("postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE mlflow")
-        conn.close()
-        server = MlflowOnPostgres(tmp, free_port(), pg.url("mlflow"))
+        server = MlflowOnPostgres(tmp, free_port(), pg.create_database("mlflow"))
         return tracking_cost(server.uri, recs), tracking_cost(server.uri, recs, artifact_curves=True)
     except (AssertionError, OSError) as err:
         return f"skipped ({str(err).splitlines()[0][:120]})"
@@ -232,7 +228,7 @@ def main():
           f"{1e3 * c_tune:.1f} per Tune trial (÷ {n / default['tune_trials']:.1f} trials per pack here) · all, "
           f"measured in the study: {1e3 * cpu_trial:.1f}; the MLflow child run ({sq_cpu:.1f} ms CPU on SQLite)"
           " runs in the logging process")
-    print("MLflow ms per child run (wall / driver CPU): SQLite, curves as metrics "
+    print("MLflow ms per child run (wall / CPU of the process logging): SQLite, curves as metrics "
           f"{sq_wall:.1f} / {sq_cpu:.1f}; curves as one artifact {sqa_wall:.1f} / {sqa_cpu:.1f}; "
           + (f"PostgreSQL server, metrics {pg[0][0]:.1f} / {pg[0][1]:.1f}, artifact {pg[1][0]:.1f} / {pg[1][1]:.1f}"
              if isinstance(pg, tuple) else f"PostgreSQL server {pg}"))
