@@ -112,3 +112,12 @@ def spectral_blocks(arch: Architecture, p_star: torch.Tensor, *, generator: torc
     k = next(k for k, b in enumerate(arch.blocks()) if b.start == f - 1)
     blocks[k] = Wf[None]
     return blocks
+
+
+def relative_distance(blocks: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """‖W − W_ref‖_F / ‖W_ref‖_F over all layers together (any stacking): :func:`perturb` puts a start at
+    relative distance δ from ``reference`` before its projection onto the manifold."""
+    a, b = layers(blocks), layers(reference)
+    num = sum(float(torch.linalg.matrix_norm(x.to(y) - y) ** 2) for x, y in zip(a, b))
+    den = sum(float(torch.linalg.matrix_norm(y) ** 2) for y in b)
+    return (num / den) ** 0.5 if den > 0 else float("nan")

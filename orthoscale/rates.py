@@ -158,9 +158,11 @@ def steps_to(values, tol: float, window: int | None = None) -> int | None:
 EDGE = 0.05  # a μ within 5 % of the log range from a bound is "on the edge"
 
 
-def on_edge(mu: float, lo: float, hi: float, margin: float = EDGE) -> str:
-    """"low" / "high" when log μ lies within ``margin`` of the log range [lo, hi] from that bound, else ""."""
-    pos = (math.log(mu) - math.log(lo)) / (math.log(hi) - math.log(lo))
+def on_edge(mu: float, lo: float, hi: float, margin: float = EDGE, log: bool = True) -> str:
+    """"low" / "high" when log μ (μ itself with ``log`` False) lies within ``margin`` of the range [lo, hi] from
+    that bound, else ""."""
+    f = math.log if log else float
+    pos = (f(mu) - f(lo)) / (f(hi) - f(lo))
     return "low" if pos < margin else ("high" if pos > 1 - margin else "")
 
 

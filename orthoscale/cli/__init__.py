@@ -14,7 +14,7 @@ COMMANDS = {
     "rerun": "one trial exactly as configured (the line every child run carries), logged as its own run",
     "sync": "replay a study's durable results into MLflow (after an outage)",
     "report": "re-render a study's table, laws and plots from its MLflow record alone",
-    "paper": "the paper's MNIST experiments (four studies) and their Markdown report",
+    "paper": "the paper's MNIST experiments (four studies), the basin and global studies, and their Markdown report",
 }
 
 

@@ -1,5 +1,6 @@
 """`orthoscale paper [paper.scale=tiny|small|full] [overrides…]` (and `make paper`): the paper's MNIST experiments
-as four studies (orthoscale/study/paper.py) and one Markdown report with its figures."""
+as four studies, the basin and global studies beyond the local rate (orthoscale/study/paper.py), and one Markdown
+report with its figures."""
 from __future__ import annotations
 
 HELP = __doc__.strip()

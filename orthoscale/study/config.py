@@ -87,18 +87,29 @@ class OptimCfg:
     loss: str = choice("squared", losses.LOSSES)
     path: str = choice("auto", losses.PATHS)
     lr: float = declared(optim.Optimizer, "lr")
-    protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth"))  # μ by Optuna | μ = lr | μ = lr / N
+    # μ by Optuna | μ = lr | μ = lr / N | μ = lr · μ_opt, the exact local optimum at the teacher (theory.py)
+    protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth", "theory"))
     device: str = choice("auto", ("auto", "cpu", "cuda"))
+
+
+SEARCH_KEYS = ("optim.lr", "model.init_delta", "model.init_scale")
 
 
 @dataclass(frozen=True)
 class SearchCfg:
-    """Per-cell Optuna search over μ on a log scale."""
+    """Per-cell Optuna search of one config key: μ (optim.lr, on [lr_min, lr_max]) or another (on [low, high])."""
+    key: str = choice("optim.lr", SEARCH_KEYS)
     trials: int = number(12, ge=1, le=100_000)
     lr_min: float = number(1e-3, gt=0)
     lr_max: float = number(3.0, gt=0)
-    objective: str = choice("rate", ("rate", "steps"))  # minimised: observed loss rate, or steps to tol
-    sampler: str = choice("rate", ("rate", "tpe", "gp", "random", "qmc"))
+    low: float | None = number(None, ge=0)    # range of a searched key other than optim.lr (required for it)
+    high: float | None = number(None, gt=0)
+    scale: str = choice("log", ("log", "linear"))  # of a key other than optim.lr (μ is always searched on log)
+    # minimised: observed loss rate | steps to tol | edge: −value when the run converges to tol, else 0 (the
+    # largest value that still converges is the best)
+    objective: str = choice("rate", ("rate", "steps", "edge"))
+    sampler: str = choice("rate", ("rate", "bisect", "tpe", "gp", "random", "qmc"))
+    bisect_confidence: float = number(0.8, gt=0.5, lt=1)  # bisect: how far one outcome is trusted (basin.py)
     startup_trials: int = number(4, ge=0)
     pruner: str = choice("none", ("none", "median"))
     report_every: int = number(50, ge=1)
@@ -145,6 +156,7 @@ class StudyCfg:
     progress_every: float = number(10.0, gt=0)
     state_dir: str | None = None             # None: <project>/.orthoscale
     theory_max_dim: int = number(100_000, ge=0)  # exact local rate per cell when d_N·d_0 ≤ this; 0 = off
+    theory_at_solution: bool = False         # also the exact local rate at the solution each converged run reached
 
 
 @dataclass(frozen=True)
@@ -294,11 +306,22 @@ def set_path(raw: dict, key: str, value) -> dict:
     return out
 
 
+def replace_path(cfg, key: str, value, prefix: str = ""):
+    """A copy of the frozen config ``cfg`` with the dotted ``key`` set to ``value`` (checked against its bounds)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        field_ = next(f for f in dataclasses.fields(cfg) if f.name == head)
+        checked = _check_value(prefix + key, value, typing.get_type_hints(type(cfg))[head], dict(field_.metadata))
+        return dataclasses.replace(cfg, **{head: checked})
+    return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value, f"{prefix}{head}.")})
+
+
 def check_rules(cfg: Config) -> None:
     """Rules across keys (shapes, ranges that depend on each other)."""
     s, d, m = cfg.search, cfg.data, cfg.model
     if s.lr_min >= s.lr_max:
         raise ConfigError(f"search.lr_min={s.lr_min}: must be < search.lr_max={s.lr_max}")
+    check_search_key(cfg)
     try:
         arch = Architecture(widths(cfg), m.free_layer, m.orientation, m.activation)
         losses.resolve_path(arch, cfg.optim.loss, cfg.optim.path)
@@ -337,6 +360,44 @@ def upgrade(raw: dict) -> dict:
     cls = _variant(variants(typing.get_type_hints(Config)["data"]), raw["data"], "data.")
     names = {f.name for f in dataclasses.fields(cls)}
     return {**raw, "data": {k: v for k, v in raw["data"].items() if k in names}}
+
+
+INIT_OF_KEY = {"model.init_delta": ("teacher_perturbed", "spectral_perturbed"), "model.init_scale": ("random",)}
+
+
+def check_search_key(cfg: Config) -> None:
+    """The searched key, its range and scale, and the sampler, objective and μ protocol that go with it."""
+    s, o, m, d = cfg.search, cfg.optim, cfg.model, cfg.data
+    if s.key == "optim.lr":
+        if s.low is not None or s.high is not None:
+            raise ConfigError(f"search.low/high={s.low}/{s.high}: the range of search.key=optim.lr is "
+                              "search.lr_min … lr_max; leave low and high null")
+    else:
+        if s.low is None or s.high is None:
+            raise ConfigError(f"search.key={s.key!r}: needs its range search.low and search.high")
+        if s.low >= s.high:
+            raise ConfigError(f"search.low={s.low}: must be < search.high={s.high}")
+        if s.scale == "log" and s.low <= 0:
+            raise ConfigError(f"search.low={s.low}: must be > 0 on search.scale=log")
+        if o.protocol == "tuned":
+            raise ConfigError(f"optim.protocol='tuned': μ is searched only when search.key=optim.lr, not "
+                              f"{s.key!r}; use fixed, inverse_depth or theory")
+        if s.sampler == "rate":
+            raise ConfigError(f"search.sampler='rate': it models the step size, not {s.key}; use bisect, tpe, gp, "
+                              "random or qmc")
+        if m.init not in INIT_OF_KEY[s.key]:
+            raise ConfigError(f"search.key={s.key!r}: has no effect with model.init={m.init!r}; use "
+                              f"{' or '.join(INIT_OF_KEY[s.key])}")
+    if s.sampler == "bisect" and s.objective != "edge":
+        raise ConfigError(f"search.sampler='bisect': brackets the edge of success; needs search.objective=edge, "
+                          f"not {s.objective!r}")
+    if o.protocol == "theory":
+        teacher = d.noise == 0 if d.kind == "teacher" else d.targets == "teacher"
+        if not (teacher and m.activation == "identity" and o.loss == "squared"
+                and cfg.study.theory_max_dim > 0):
+            raise ConfigError("optim.protocol='theory': μ = optim.lr · μ_opt needs the exact local rate: a linear "
+                              "network (model.activation=identity), optim.loss=squared, a noiseless teacher and "
+                              "study.theory_max_dim > 0")
 
 
 def validate(raw: dict) -> Config:

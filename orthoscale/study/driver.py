@@ -129,6 +129,10 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
             key = series_key(series)
             metrics["rate_exponent" + ("" if series == "all" else f".{key}")] = law["one_minus_rate"]["exponent"]
             tags[f"orthoscale.law.{key}"] = json.dumps(law)
+        for series, law in result.get("edge", {}).get("laws", {}).items():
+            key = series_key(series)
+            metrics[f"edge_beta.{key}"] = law["beta"]
+            tags[f"orthoscale.edge_law.{key}"] = json.dumps(law)
         now = int(time.time() * 1000)  # one call for the study's summary, not one per value
         tracker.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
                                  tags=[RunTag(k, v) for k, v in tags.items()])

@@ -1,5 +1,7 @@
 """The paper's experiments (arXiv 2311.14658: RGD on MNIST, RGD vs plain GD, the effect of depth, nonlinear
-activations) as four studies of the service, and one self-contained Markdown report with its figures.
+activations) as four studies of the service, two studies beyond its local rate (family basin: the edge of the basin
+of linear convergence against depth; family global: runs from standard starts), and one self-contained Markdown
+report with its figures.
 
 Settings the paper does not pin down are choices stated in the report and kept as config values
 (conf/family/paper_*.yaml): width 10, whitening on the non-null subspace, tolerance 1e-8 on the
@@ -26,6 +28,14 @@ SCALES = {  # tiny: for tests; small: `make paper` on a laptop; full: a cluster 
     "small": [],
     "full": ["model.depth=2,4,8,16,32,64,128", "seed=0,1,2", "search.trials=20", "stop.extend_to=40000"],
 }
+BEYOND = ("basin", "global")  # beyond the local rate: the basin's edge against depth, and runs from standard starts
+BEYOND_SCALES = {  # their own sizes (the MNIST overrides above do not apply to them), and seeds per family
+    "tiny": ["model.depth=2,4", "search.trials=2", "stop.max_iters=300"],
+    "small": ["model.depth=2,4,8,16,32"],
+    "full": ["model.depth=2,4,8,16,32,64,128,256", "search.trials=8"],
+}
+BEYOND_SEEDS = {"basin": {"tiny": "seed=0", "small": "seed=0,1", "full": "seed=range(10)"},
+                "global": {"tiny": "seed=0,1", "small": "seed=0,1,2", "full": "seed=range(32)"}}
 SECTIONS = {  # study → (title, the grid axes that name a row of its table)
     "paper_mnist": ("Rate against depth on MNIST", ("variant",)),
     "paper_gd": ("RGD against plain GD", ("variant", "optim.method")),
@@ -168,6 +178,8 @@ def conclusions(results: dict[str, StudyResult]) -> list[str]:
     """What the numbers say, in numbers."""
     out = []
     for name, res in results.items():
+        if name in BEYOND:
+            continue
         for series, law in sorted(res.scaling.items()):
             k, (lo, hi) = law["one_minus_rate"]["exponent"], law["one_minus_rate"]["ci95"]
             trend = "shrinks" if hi < 0 else ("grows" if lo > 0 else "shows no significant trend")
@@ -241,6 +253,52 @@ CHOICES = [
 ]
 
 
+def _beyond(name: str, res: StudyResult, folder: Path) -> list[str]:
+    """The basin's edge per depth with its law, or the runs from standard starts, from the study's report files."""
+    report = res.folder / "report"
+    for png in ("basin_success.png", "basin_edge.png", "basin_distance.png", "global_linear.png"):
+        if (report / png).exists():
+            shutil.copy(report / png, folder / f"{name}-{png}")
+    head = [f"Study `{res.name}` ({len(res.rows)} cells); MLflow parent run `{res.parent_run_id}`.", ""]
+    if name == "basin":
+        edges = json.loads((report / "edges.json").read_text()) if (report / "edges.json").exists() else None
+        if not edges:
+            return head + ["No trial finished.", ""]
+        lines = head + ["| series | N | trials (converged) | δ₅₀ | 95 % interval | fit |", "|---|---|---|---|---|---|"]
+        for e in edges["edges"]:
+            lines.append(f"| {e['series']} | {e['depth']} | {e['trials']} ({e['successes']}) | "
+                         f"{_fmt(e['x50'], '.3g')} | [{_fmt(e['low'], '.3g')}, {_fmt(e['high'], '.3g')}] | "
+                         f"{e['kind']} |")
+        lines += ["", "| series | β in δ₅₀ ∝ N^−β [95 % CI] | depths |", "|---|---|---|"]
+        laws = [f"| {k} | {v['beta']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] | {v['points']} |"
+                for k, v in edges["laws"].items()]
+        lines += laws or ["| — | no series has an edge inside the range at two depths | |"]
+        return lines + ["", "![success](basin-basin_success.png) ![edge](basin-basin_edge.png) "
+                        "![distance](basin-basin_distance.png)", ""]
+    rows = json.loads((report / "runs.json").read_text()) if (report / "runs.json").exists() else []
+    lines = head + ["| start | N | linear phase (Wilson 95 %) | phase begins (median step) | ρ | ρ at the solution "
+                    "(exact) | (1 − ρ)/(1 − ρ_loc) | outcomes |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['series']} | {r['depth']} | {r['linear']}/{r['runs']} [{r['wilson'][0]:.2f}, "
+                     f"{r['wilson'][1]:.2f}] | {_fmt(r['linear_start'], '.0f')} | {_fmt(r['rate'], '.5f')} | "
+                     f"{_fmt(r['solution_rate'], '.5f')} | {_fmt(r['rate_vs_local'], '.3f')} | "
+                     + ", ".join(f"{n} {o}" for o, n in sorted(r["outcomes"].items())) + " |")
+    return lines + ["", "![global](global-global_linear.png)", ""]
+
+
+BEYOND_TEXT = {
+    "basin": ("Beyond the local rate: the basin of linear convergence",
+              "Teacher–student (width 8), μ = μ_opt(N) of the exact local theory; each cell bisects the relative "
+              "perturbation δ of the teacher between converging to tolerance within the budget and not; the edge δ₅₀ "
+              "(P = ½) per depth pools every seed's trials in a logistic fit in log δ. RGD with a free first layer, "
+              "RGD with the free layer last and plain GD start from the same perturbation of their teacher."),
+    "global": ("From standard initialisations",
+               "Random networks at three scales of the free layer and the spectral start, one run per seed, "
+               "μ = μ_opt(N): the share that reaches a linear phase and converges, where the phase begins (the "
+               "fitted window's start), and its rate against the exact local rate at the solution reached."),
+}
+
+
 def write_report(folder: Path, results: dict[str, StudyResult], scale: str, overrides: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["# RGD on orthonormal deep linear networks: the paper's experiments, reproduced", "",
@@ -248,6 +306,10 @@ def write_report(folder: Path, results: dict[str, StudyResult], scale: str, over
              f"generated {time.strftime('%Y-%m-%d %H:%M')}.",
              "", "## Choices where the paper is not explicit", "", *CHOICES, ""]
     for name, res in results.items():
+        if name in BEYOND:
+            title, words = BEYOND_TEXT[name]
+            lines += [f"## {title}", "", words, "", *_beyond(name, res, folder)]
+            continue
         title, axes = SECTIONS[name]
         for png in ("curves.png", "rate_vs_depth.png", "lr_vs_depth.png", "landscape.png"):
             src = res.folder / "report" / png
@@ -275,6 +337,8 @@ def run_paper(scale: str, overrides: list[str]) -> Path:
     if scale not in SCALES:
         raise ConfigError(f"paper.scale={scale!r}: must be one of {', '.join(SCALES)}")
     studies = {f: plan([f"family={f}", *SCALES[scale], *overrides])[0] for f in FAMILIES}
+    studies.update({f: plan([f"family={f}", *BEYOND_SCALES[scale], BEYOND_SEEDS[f][scale], *overrides])[0]
+                    for f in BEYOND})
     check_record_outlives_job(studies[FAMILIES[0]][0])
     results = {}
     for family, (cfg, ov, cells) in studies.items():

@@ -88,7 +88,10 @@ MARKERS = {"converged": ("o", "C2"), "diverged": ("x", "C3"), "stalled": ("v", "
 
 
 def landscape(folder: Path, cells, records) -> None:
-    """Objective (search.objective) against μ per cell, one small panel each, outcomes marked."""
+    """Objective (search.objective) against the searched value (search.key: μ by default) per cell, one small
+    panel each, outcomes marked; objective=edge (−value or 0) on a linear axis."""
+    key = cells[0].config["search"]["key"] if cells else "optim.lr"
+    edge = bool(cells) and cells[0].config["search"]["objective"] == "edge"
     cols = min(5, len(cells))
     rows = -(-len(cells) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
@@ -100,12 +103,13 @@ def landscape(folder: Path, cells, records) -> None:
         for rec in by_cell.get(cell.index, []):
             res = rec.get("result") or {}
             outcome = res.get("outcome", "failed") if rec["status"] != "FAILED" else "failed"
-            if res.get("objective") is not None and rec.get("lr"):
-                points[MARKERS.get(outcome, ("s", "k"))].append((rec["lr"], res["objective"]))
+            x = rec.get("value", rec.get("lr"))
+            if res.get("objective") is not None and x:
+                points[MARKERS.get(outcome, ("s", "k"))].append((x, res["objective"]))
         for (marker, color), xy in points.items():
             ax.scatter(*zip(*xy), marker=marker, color=color, s=18)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_yscale("linear" if edge else "log")
         ax.set_title(cell.id, fontsize=7)
         ax.tick_params(labelsize=6)
         ax.minorticks_off()  # minor log ticks on every panel cost seconds in layout and drawing
@@ -115,10 +119,138 @@ def landscape(folder: Path, cells, records) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("objective", fontsize=7)
     for ax in axes[-1]:
-        ax.set_xlabel("step size μ", fontsize=7)
+        ax.set_xlabel("step size μ" if key == "optim.lr" else key, fontsize=7)
     handles = [plt.Line2D([], [], marker=m, color=c, ls="", label=o) for o, (m, c) in MARKERS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=len(MARKERS), fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12 / rows + 0.03, top=1 - 0.1 / rows - 0.03, wspace=0.15,
                         hspace=0.45)  # fixed margins: tight_layout measures every tick label of every panel
     fig.savefig(folder / "landscape.png", dpi=110)
+    plt.close(fig)
+
+
+def _by_series(rows: list[dict]) -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for r in rows:
+        out[r["series"]].append(r)
+    return dict(sorted(out.items()))
+
+
+def _depth_axes(ax, ylabel: str, title: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("depth N (layers)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+
+
+def edge_plots(folder: Path, cells, records, result: dict) -> None:
+    """basin_success.png (success share per bin with Wilson bars and the logistic fit, a panel per series),
+    basin_edge.png (x₅₀ against N with intervals and the law), basin_distance.png (success against the distance
+    from the start, in units of the depth's edge)."""
+    name = result["key"].split(".")[-1]
+    series = _by_series(result["bins"])
+    fig, axes = plt.subplots(1, len(series) or 1, figsize=(4 * max(len(series), 1), 3.4), squeeze=False)
+    edges = {(e["series"], e["depth"]): e for e in result["edges"]}
+    for ax, (label, bins) in zip(axes[0], series.items()):
+        depths = sorted({b["depth"] for b in bins})
+        for k, depth in enumerate(depths):
+            mine = [b for b in bins if b["depth"] == depth]
+            x = np.array([np.sqrt(b["from"] * b["to"]) if b["from"] > 0 else (b["from"] + b["to"]) / 2 for b in mine])
+            p = np.array([b["p"] for b in mine])
+            err = np.clip([[b["p"] - b["wilson"][0], b["wilson"][1] - b["p"]] for b in mine], 0, None).T
+            ax.errorbar(x, p, yerr=err, fmt="o", ms=3, color=f"C{k}", capsize=2, label=f"N={depth}")
+            e = edges.get((label, depth))
+            if e and e["kind"] == "logistic":
+                grid = np.geomspace(min(x.min(), e["x50"]) / 1.5, max(x.max(), e["x50"]) * 1.5, 100)
+                ax.plot(grid, 1 / (1 + np.exp(-e["slope"] * np.log(grid / e["x50"]))), color=f"C{k}", lw=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel(name)
+        ax.set_ylabel("P(converges to tol)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(folder / "basin_success.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, (label, rows) in enumerate(_by_series(result["edges"]).items()):
+        inside = [e for e in rows if e["kind"] in ("logistic", "separated") and e["low"] > 0 and np.isfinite(e["high"])]
+        beyond = [e for e in rows if e["kind"] == "one-sided" and e["successes"]]
+        if inside:
+            x = np.array([e["depth"] for e in inside], dtype=float)
+            y = np.array([e["x50"] for e in inside])
+            err = np.clip([[e["x50"] - e["low"], e["high"] - e["x50"]] for e in inside], 0, None).T
+            law = result["laws"].get(label)
+            text = f"  (β = {law['beta']:.2f} [{law['ci95'][0]:.2f}, {law['ci95'][1]:.2f}])" if law else ""
+            ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=f"C{k}", capsize=2, label=label + text)
+            if law:
+                grid = np.geomspace(x.min(), x.max(), 50)
+                ax.plot(grid, law["prefactor"] * grid ** -law["beta"], color=f"C{k}", lw=1)
+        if beyond:
+            ax.scatter([e["depth"] for e in beyond], [e["x50"] for e in beyond], marker="^", color=f"C{k}",
+                       label=f"{label}: every run converged up to here")
+    ax.set_yscale("log")
+    _depth_axes(ax, f"edge {name}₅₀ (P = ½), 95 % interval", "Basin edge against depth")
+    fig.tight_layout()
+    fig.savefig(folder / "basin_edge.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rng = np.random.default_rng(0)
+    points = defaultdict(list)  # depth → (distance to the teacher, to the last iterate, converged)
+    for rec in records:
+        res, cell = rec.get("result") or {}, cells[rec["cell_index"]]
+        e = edges.get((cell.series, cell.get("model.depth")))  # only where the edge lies inside the range tried
+        if e and e["kind"] in ("logistic", "separated") and res.get("teacher_distance") is not None:
+            points[cell.get("model.depth")].append((res["teacher_distance"] / e["x50"],
+                                                    (res.get("start_distance") or np.nan) / e["x50"],
+                                                    res.get("outcome") == "converged"))
+    for k, (depth, pts) in enumerate(sorted(points.items())):
+        to_teacher, to_end, ok = (np.array(v, dtype=float) for v in zip(*pts))
+        y = ok + rng.uniform(-0.08, 0.08, ok.size)
+        ax.scatter(to_teacher, y, s=8, color=f"C{k}", label=f"N={depth}")
+        ax.scatter(to_end[ok == 1], y[ok == 1] - 1.25, s=8, facecolors="none", edgecolors=f"C{k}")
+    ax.set_xscale("log")
+    ax.set_yticks([-0.25, 0, 1], ["converged: distance to\nthe solution reached", "failed: to the teacher",
+                                  "converged: to the teacher"], fontsize=7)
+    ax.set_xlabel(f"distance from the start (relative, all layers) / {name}₅₀(N)")
+    ax.set_title("Success against distance in units of the basin edge", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(folder / "basin_distance.png", dpi=120)
+    plt.close(fig)
+
+
+def runs_plots(folder: Path, rows: list[dict]) -> None:
+    """global_linear.png: share of runs reaching a linear phase (Wilson bars), the step where it begins, and
+    1 − ρ in that phase against 1 − ρ_loc at the solution reached, each against N per series."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k, (label, grp) in enumerate(_by_series(rows).items()):
+        x = np.array([r["depth"] for r in grp], dtype=float)
+        share = np.array([r["linear_share"] for r in grp])
+        err = np.clip([[r["linear_share"] - r["wilson"][0], r["wilson"][1] - r["linear_share"]] for r in grp],
+                      0, None).T
+        axes[0].errorbar(x, share, yerr=err, fmt="o-", ms=3, color=f"C{k}", capsize=2, label=label)
+        pts = [(r["depth"], r["linear_start"]) for r in grp if r["linear_start"] is not None]
+        if pts:
+            axes[1].plot(*zip(*pts), "o-", ms=3, color=f"C{k}", label=label)
+        fit = [(r["depth"], 1 - r["rate"]) for r in grp if r["rate"] is not None]
+        loc = [(r["depth"], 1 - r["solution_rate"]) for r in grp if r["solution_rate"] is not None]
+        if fit:
+            axes[2].plot(*zip(*fit), "o", ms=4, color=f"C{k}", label=f"{label}: fitted")
+        if loc:
+            axes[2].plot(*zip(*loc), "--", lw=1, color=f"C{k}", label=f"{label}: exact local rate at the solution")
+    axes[1].set_yscale("symlog", linthresh=1)
+    axes[2].set_yscale("log")
+    for ax, (ylabel, title) in zip(axes, (("share of runs", "Reached a linear phase and converged"),
+                                          ("step (median)", "Where the linear phase begins"),
+                                          ("1 − ρ (median)", "Rate in the linear phase"))):
+        _depth_axes(ax, ylabel, title)
+    fig.tight_layout()
+    fig.savefig(folder / "global_linear.png", dpi=110)
     plt.close(fig)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..rates import RateEstimate, fit_power_law, on_edge
 from ..train import OUTCOMES
+from . import edges
 from .cells import Cell
 from .results import TrialResult
 
@@ -165,7 +166,21 @@ def write(folder: Path, cells: list[Cell], records: list[dict]) -> dict:
     from . import plots
 
     plots.render(folder, cells, rows, records, laws)
-    text = table(rows)
+    out = {"rows": rows, "scaling": laws}
+    if edges.is_edge_study(cells):  # the edge of success across seeds replaces the per-cell table
+        out["edge"] = edges.edge_analysis(cells, records)
+        (folder / "edges.json").write_text(json.dumps(out["edge"], indent=2))
+        plots.edge_plots(folder, cells, records, out["edge"])
+        out["text"] = edges.edge_text(out["edge"]) + "\n" + rate_count(rows)
+        (folder / "summary.txt").write_text(out["text"] + "\n")
+        return out
+    if edges.is_runs_study(cells):  # one run per seed: the per-depth summary over seeds
+        out["runs"] = edges.runs_analysis(cells, records)
+        (folder / "runs.json").write_text(json.dumps(out["runs"], indent=2))
+        plots.runs_plots(folder, out["runs"])
+        text = edges.runs_text(out["runs"])
+    else:
+        text = table(rows)
     for name, law in laws.items():
         r, m = law["one_minus_rate"], law["best_lr"]
         text += (f"\n[{name}] 1−ρ ∝ N^{r['exponent']:.3f} (95% CI {r['ci95'][0]:.3f}…{r['ci95'][1]:.3f}); "
@@ -178,9 +193,9 @@ def write(folder: Path, cells: list[Cell], records: list[dict]) -> dict:
     for r in rows:
         if r["note"]:
             text += f"\n  {r['cell']}: {r['note']}"
-    edges = [r["cell"] for r in rows if r["lr_on_edge"]]
-    if edges:
-        text += (f"\nbest μ on the edge of its range (after search.edge_rounds re-searches) in: {', '.join(edges)}"
+    on_bound = [r["cell"] for r in rows if r["lr_on_edge"]]
+    if on_bound:
+        text += (f"\nbest μ on the edge of its range (after search.edge_rounds re-searches) in: {', '.join(on_bound)}"
                  " — widen search.lr_min / lr_max or allow more rounds")
     (folder / "summary.txt").write_text(text + "\n")
-    return {"rows": rows, "scaling": laws, "text": text}
+    return {**out, "text": text}

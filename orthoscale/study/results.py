@@ -26,6 +26,7 @@ class TrialResult:
     rate: float | None = metric()                # fitted linear rate of the relative excess loss
     rate_r2: float | None = metric()
     rate_window: list | None = None
+    linear_start: int | None = metric()          # the step where the fitted linear phase begins (rate_window[0])
     rate_note: str | None = None
     rate_estimate: float | None = metric()       # ρ of the fit, or of a short run (rates.estimate_rate)
     rate_kind: str | None = None                 # fit | short | instant (rates.RateEstimate.kind)
@@ -45,6 +46,12 @@ class TrialResult:
     theory_mu_opt: float | None = metric()
     theory_rate_opt: float | None = metric()
     theory_mu_max: float | None = metric()
+    value: float | None = metric()               # the searched key's value (search.key; μ for optim.lr)
+    success: bool | None = None                  # converged to stop.tol (what objective=edge and bisect read)
+    start_distance: float | None = metric()      # ‖W_0 − W_T‖/‖W_T‖ over all layers: start to the last iterate
+    teacher_distance: float | None = metric()    # ‖W_0 − W*‖/‖W*‖: start to the planted solution (teacher)
+    solution_rate: float | None = metric()       # exact local loss rate at μ at the solution reached (converged)
+    solution_rate_opt: float | None = metric()   # and the best one over μ there
     device: str = ""
     node: str = ""                               # host name of the process that ran it
     node_id: str | None = None                   # Ray node id (set by the runner)

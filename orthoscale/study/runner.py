@@ -19,7 +19,7 @@ from ray import tune
 from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import ConfigError, RayCfg
+from .config import ConfigError, RayCfg, replace_path, set_path
 from .pack import PACK, PackSearch, members, run_pack
 from .search import CellPruner
 from .store import ResultStore
@@ -60,8 +60,9 @@ def worker_hosts() -> dict[str, str]:
 
 def make_trainable(threads: int):
     def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
-        """One Tune trial: a pack of μ trials (pack.py), each μ = member["lr"] on cell member["cell_index"] of
-        ``cells`` (the study's typed cell configs, sent once through the object store by ``tune.with_parameters``)."""
+        """One Tune trial: a pack of trials (pack.py), each μ = member["lr"] (or the searched key member["param"] =
+        member["value"]) on cell member["cell_index"] of ``cells`` (the study's typed cell configs, sent once through
+        the object store by ``tune.with_parameters``)."""
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
         node = ray.get_runtime_context().get_node_id()
@@ -70,7 +71,10 @@ def make_trainable(threads: int):
         report = tune.report if len(pack) == 1 and cells[pack[0]["cell_index"]].cfg.search.pruner != "none" else None
 
         def one(member: dict) -> dict:
-            result = run_trial(cells[member["cell_index"]].cfg, member["lr"], report=report, threads=threads)
+            cfg = cells[member["cell_index"]].cfg
+            if member.get("param", "optim.lr") != "optim.lr" and member.get("value") is not None:
+                cfg = replace_path(cfg, member["param"], member["value"])  # the searched key's value of this trial
+            result = run_trial(cfg, member["lr"], report=report, threads=threads)
             result.node_id = node
             return result.to_dict()
         tune.report(run_pack(pack, one))
@@ -118,19 +122,23 @@ class Recorder(DriverOnly, tune.Callback):
 
     def _one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> dict:
         cell = self.cells[cfg["cell_index"]]
-        mu = step_size(cell.cfg, cfg["lr"])
-        result = TrialResult.from_dict(res) if status == "FINISHED" and res else (
+        final = status == "FINISHED" and bool(res)
+        mu = res["lr"] if final else step_size(cell.cfg, cfg["lr"])  # theory: known to the trial only
+        result = TrialResult.from_dict(res) if final else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
+        param, value = cfg.get("param", "optim.lr"), cfg.get("value")
+        searched = [f"{param}={value!r}"] if param != "optim.lr" and value is not None else []
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
-               "tuned": cfg["tuned"], "lr": mu, "status": status, "result": result.to_dict() if result else None,
-               "error": error,
-               "cfg": cell.config, "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
+               "tuned": cfg["tuned"], "lr": mu, "param": param, "value": value if value is not None else mu,
+               "status": status, "result": result.to_dict() if result else None, "error": error,
+               "cfg": set_path(cell.config, param, value) if searched else cell.config,
+               "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
                "started": entry.get("started") or self.started.get(trial.trial_id, time.time()),
                "ended": entry.get("ended") or time.time(),
-               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides,
-                                  "optim.protocol=fixed", f"optim.lr={mu!r}"])}
+               "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides, *searched,
+                                  *(["optim.protocol=fixed", f"optim.lr={mu!r}"] if mu is not None else [])])}
         return rec
 
     def on_trial_complete(self, iteration, trials, trial, **info):

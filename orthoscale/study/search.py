@@ -1,7 +1,8 @@
-"""Per-cell step-size search: one Optuna study per cell behind a single Ray Tune ``Searcher``.
+"""Per-cell search of one config key (search.key: μ by default): one Optuna study per cell behind a single Ray
+Tune ``Searcher``.
 
-All cells' trials go through one Tuner, so the cluster stays busy; each cell's μ is searched on a
-log scale by its own Optuna study. Suggestions go breadth-first (the cell with fewest trials
+All cells' trials go through one Tuner, so the cluster stays busy; each cell's key is searched (μ on a log scale,
+another key on search.scale) by its own Optuna study. Suggestions go breadth-first (the cell with fewest trials
 launched), so cells progress together. A cell whose trials are all in and whose best μ is its outermost
 trial near a bound of its range (WIDEN_MARGIN) has that bound moved by ``search.edge_factor`` and gets
 ``search.startup_trials`` more trials, at most ``search.edge_rounds`` times: a best μ outside the first range
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from typing import Callable
 
 import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from .. import rates
+from .. import basin, rates
 from .cells import Cell
 from .results import FINAL
 
@@ -33,9 +35,21 @@ def derived_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
-def make_sampler(name: str, seed: int, startup: int):
+def param_name(key: str) -> str:
+    """The Optuna parameter of a searched config key: its last part ("lr", "init_delta")."""
+    return key.split(".")[-1]
+
+
+def record_value(rec: dict) -> float | None:
+    """The searched value of a durable record (records from before search.key hold only μ)."""
+    return rec.get("value", rec.get("lr"))
+
+
+def make_sampler(name: str, seed: int, startup: int, confidence: float = 0.8):
     if name == "rate":
         return RateSampler(startup)
+    if name == "bisect":
+        return BisectSampler(startup, confidence, seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     if name == "gp":
@@ -45,7 +59,23 @@ def make_sampler(name: str, seed: int, startup: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-class RateSampler(optuna.samplers.BaseSampler):
+class IndependentSampler(optuna.samplers.BaseSampler):
+    """A sampler of one parameter at a time from the study's finished trials (no joint search space)."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+
+def middle_out(k: int, startup: int) -> float:
+    """Share of the range of spread point k < ``startup``: an even grid of ``startup`` cells taken middle-out."""
+    order = sorted(range(startup), key=lambda i: (abs(i - (startup - 1) / 2), i))
+    return (order[k] + 0.5) / startup
+
+
+class RateSampler(IndependentSampler):
     """μ from a model of the local rate (rates.propose_step): a trial's measured loss rate ρ is r(μ)² with
     r(μ) = max(|1 − μa|, |1 − μb|). The first ``startup`` trials spread over the log range (a fixed grid,
     taken middle-out); a proposal already tried or running falls back to the next point of an even
@@ -54,12 +84,6 @@ class RateSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, startup: int):
         self.startup = max(startup, 1)
-
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
 
     def sample_independent(self, study, trial, name, dist):
         S = optuna.trial.TrialState
@@ -88,12 +112,42 @@ class RateSampler(optuna.samplers.BaseSampler):
     def _grid(self, k: int, dist) -> float:
         """Point k of the log range: the first ``startup`` on a grid taken middle-out, then the golden-ratio
         sequence (0.5 + k/φ) mod 1, which keeps filling the range evenly."""
-        if k < self.startup:
-            order = sorted(range(self.startup), key=lambda i: (abs(i - (self.startup - 1) / 2), i))
-            u = (order[k] + 0.5) / self.startup
-        else:
-            u = (0.5 + k * 0.6180339887498949) % 1.0
+        u = middle_out(k, self.startup) if k < self.startup else (0.5 + k * 0.6180339887498949) % 1.0
         return math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
+
+
+class BisectSampler(IndependentSampler):
+    """The edge of success of a searched value (e.g. the largest δ that still converges): probabilistic bisection
+    (basin.propose_edge) over the range on the distribution's scale, from the finished trials' outcomes
+    (user attr "success"). The first ``startup`` trials (≥ 2) spread over the range, middle-out, one at a random
+    point of each of ``startup`` equal cells (drawn from ``seed``), so that an edge near either bound is seen
+    early and cells pooled later (seeds) do not all probe the same values. Then each probe is a quantile of the
+    posterior drawn between its quartiles, so probes spread over where the edge may be (a fit of the slope of
+    p(x) needs them) rather than repeat one point. Outcomes may disagree (seeds, a basin that is not
+    star-shaped): each is trusted with probability ``confidence``."""
+
+    def __init__(self, startup: int, confidence: float = 0.8, seed: int = 0):
+        self.startup, self.confidence, self.seed = max(startup, 2), confidence, seed
+
+    def sample_independent(self, study, trial, name, dist):
+        S = optuna.trial.TrialState
+        done = [(t.params[name], t.user_attrs["success"])
+                for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,))
+                if name in t.params and t.user_attrs.get("success") is not None]
+        busy = study.get_trials(deepcopy=False, states=(S.RUNNING,))
+        k = len(done) + sum(name in t.params and t.number != trial.number for t in busy)
+        draw = random.Random(f"{self.seed}/{k}").random()
+        if k < self.startup or not done:
+            return _on_scale(middle_out(k % self.startup, self.startup) + (draw - 0.5) / self.startup, dist)
+        return basin.propose_edge(done, dist.low, dist.high, log=dist.log, p_correct=self.confidence,
+                                  quantile=0.25 + 0.5 * draw)
+
+
+def _on_scale(u: float, dist) -> float:
+    """The point at share ``u`` ∈ [0, 1] of the distribution's range, on its scale (log or linear)."""
+    if dist.log:
+        return math.exp(math.log(dist.low) + u * (math.log(dist.high) - math.log(dist.low)))
+    return dist.low + u * (dist.high - dist.low)
 
 
 def make_pruner(name: str, startup: int):
@@ -104,24 +158,29 @@ def make_pruner(name: str, startup: int):
 
 def trial_attrs(result: dict) -> dict:
     """What a model-based sampler learns from a finished trial beyond its objective: its observed loss rate,
-    and whether μ was past the stability edge (it diverged or stalled)."""
-    return {"rate": result.get("observed_rate"), "unstable": result.get("outcome") in ("diverged", "stalled")}
+    whether μ was past the stability edge (it diverged or stalled), and whether it converged to tolerance."""
+    return {"rate": result.get("observed_rate"), "unstable": result.get("outcome") in ("diverged", "stalled"),
+            "success": result.get("outcome") == "converged"}
 
 
 class CellSearch(Searcher):
-    """Suggests {cell, lr, key} configs; ``finished`` are result records of an earlier attempt (resume)."""
+    """Suggests {cell, lr, param, value, key} configs (``param``: the searched key, ``value`` its value; lr: μ
+    when that key is optim.lr); ``finished`` are result records of an earlier attempt (resume)."""
 
     def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = ()):
         super().__init__(metric=METRIC, mode="min")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.cells, self.spec = cells, search
-        self.ranges = [(search["lr_min"], search["lr_max"])] * len(cells)
+        self.key, self.name = search["key"], param_name(search["key"])
+        self.log = self.key == "optim.lr" or search["scale"] == "log"
+        bounds = (search["lr_min"], search["lr_max"]) if self.key == "optim.lr" else (search["low"], search["high"])
+        self.ranges = [bounds] * len(cells)
         self.rounds = [0] * len(cells)
         self.settled: set[int] = set()  # cells done with their search: best μ inside the range
         self.studies = [optuna.create_study(direction="minimize", pruner=make_pruner(search["pruner"],
                                                                                      search["startup_trials"]))
                         for _ in cells]
-        self.budget = [search["trials"] if c.cfg.optim.protocol == "tuned" else 1 for c in cells]
+        self.budget = [search["trials"] if self.searched(c) else 1 for c in cells]
         self.used: list[set[int]] = [set() for _ in cells]
         self.live: dict[str, tuple[int, int, optuna.trial.Trial | None]] = {}
         self.pruned: set[str] = set()
@@ -132,14 +191,18 @@ class CellSearch(Searcher):
         for rec in finished:
             self._replay(rec)
 
+    def searched(self, cell: Cell) -> bool:
+        """Whether a cell's trials search the key: always for a key other than μ, for μ with protocol tuned."""
+        return self.key != "optim.lr" or cell.cfg.optim.protocol == "tuned"
+
     def dist(self, c: int) -> LR:
-        return LR(*self.ranges[c], log=True)
+        return LR(*self.ranges[c], log=self.log)
 
     def _widened_by(self, finished: list[dict]) -> None:
         """On resume: each cell's range holds every μ it tried, and its rounds are its trials past the budget."""
         extra = max(self.spec["startup_trials"], 1)
         for c in range(len(self.cells)):
-            lrs = [r["lr"] for r in finished if r["cell_index"] == c and r.get("tuned")]
+            lrs = [record_value(r) for r in finished if r["cell_index"] == c and r.get("tuned")]
             if lrs and self.budget[c] > 1:
                 lo, hi = self.ranges[c]
                 self.ranges[c] = (min([lo, *lrs]), max([hi, *lrs]))
@@ -152,9 +215,9 @@ class CellSearch(Searcher):
         done = [t for t in self.studies[c].get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
         if not done:
             return ""
-        best = min(done, key=lambda t: (t.value, t.params["lr"])).params["lr"]  # ties (all diverged): smallest μ
-        tried = [t.params["lr"] for t in done]
-        side = rates.on_edge(best, *self.ranges[c], margin=WIDEN_MARGIN)
+        best = min(done, key=lambda t: (t.value, t.params[self.name])).params[self.name]  # ties: smallest value
+        tried = [t.params[self.name] for t in done]
+        side = rates.on_edge(best, *self.ranges[c], margin=WIDEN_MARGIN, log=self.log)
         return side if best == (min(tried) if side == "low" else max(tried)) else ""
 
     def _widen(self) -> None:
@@ -170,6 +233,9 @@ class CellSearch(Searcher):
                 continue
             lo, hi = self.ranges[c]
             f = self.spec["edge_factor"]
+            if side == "low" and lo <= 0:  # a linear range from 0 cannot go lower
+                self.settled.add(c)
+                continue
             self.ranges[c] = (lo / f, hi) if side == "low" else (lo, hi * f)
             self.rounds[c] += 1
             self.budget[c] += max(self.spec["startup_trials"], 1)
@@ -186,7 +252,8 @@ class CellSearch(Searcher):
                 rec["status"], optuna.trial.TrialState.FAIL)
             value = (rec.get("result") or {}).get("objective") if state == optuna.trial.TrialState.COMPLETE else None
             self.studies[c].add_trial(optuna.trial.create_trial(
-                params={"lr": rec["lr"]}, distributions={"lr": self.dist(c)}, value=value, state=state,
+                params={self.name: record_value(rec)}, distributions={self.name: self.dist(c)}, value=value,
+                state=state,
                 user_attrs=trial_attrs(rec.get("result") or {}) if value is not None else {}))
 
     def remaining(self) -> int:
@@ -223,16 +290,18 @@ class CellSearch(Searcher):
         c = min(open_cells, key=lambda i: (len(self.used[i]), i))
         k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
         self.used[c].add(k)
-        cell, otrial, lr = self.cells[c], None, None
-        tuned = cell.cfg.optim.protocol == "tuned"
+        cell, otrial, lr, value = self.cells[c], None, None, None
+        tuned = self.searched(cell)
         if tuned:
             study = self.studies[c]
             study.sampler = make_sampler(self.spec["sampler"], derived_seed(self.spec["seed"], c, k),
-                                         self.spec["startup_trials"])
-            otrial = study.ask({"lr": self.dist(c)})
-            lr = otrial.params["lr"]
+                                         self.spec["startup_trials"], self.spec["bisect_confidence"])
+            otrial = study.ask({self.name: self.dist(c)})
+            value = otrial.params[self.name]
+            lr = value if self.key == "optim.lr" else None
         self.live[trial_id] = (c, k, otrial)
-        return {"cell_index": c, "trial_number": k, "lr": lr, "tuned": tuned, "key": f"{cell.id}#{k}"}
+        return {"cell_index": c, "trial_number": k, "lr": lr, "value": value, "param": self.key, "tuned": tuned,
+                "key": f"{cell.id}#{k}"}
 
     def report(self, trial_id: str, value: float, step: int) -> bool:
         """Feed an intermediate value to the cell's pruner; True when the trial should stop."""

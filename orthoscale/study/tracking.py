@@ -121,6 +121,7 @@ class Tracker:
                                      tags=tags)
         run_id = run.info.run_id
         params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec.get("trial_number", 0),
+                  "searched_key": rec.get("param", "optim.lr"), "searched_value": rec.get("value", rec.get("lr")),
                   **{f"cfg.{k}": v for k, v in flatten(rec["cfg"]).items() if not k.startswith("family.")}}
         metrics = [Metric(k, float(res[k]), now, 0) for k in SUMMARY if isinstance(res.get(k), (int, float))]
         for name, values in (res.get("curves") or {}).items():
@@ -153,13 +154,15 @@ class Tracker:
                 history = self.client.get_metric_history(run.info.run_id, "rel_excess")
                 result = TrialResult.from_dict({k: metrics[k] for k in SUMMARY if k in metrics})
                 result.outcome, result.reason = tags.get("orthoscale.outcome"), tags.get("orthoscale.reason")
+                result.success = result.outcome == "converged"
                 result.curve_steps = [m.step for m in history]
                 result.curves = {"rel_excess": [m.value for m in history]}
                 result.iters_to_tol = None if result.iters_to_tol is None else int(result.iters_to_tol)
                 result.steps = None if result.steps is None else int(result.steps)
                 records.append({"key": tags[TRIAL_TAG], "cell_index": ids[tags["orthoscale.cell"]],
                                 "cell": tags["orthoscale.cell"], "trial_number": int(params.get("trial_number", 0)),
-                                "lr": float(params["lr"]), "status": run.info.status,
+                                "lr": _number(params["lr"]), "param": params.get("searched_key", "optim.lr"),
+                                "value": _number(params.get("searched_value", params["lr"])), "status": run.info.status,
                                 "result": result.to_dict() if run.info.status != "FAILED" else None})
             token = page.token
             if not token:
@@ -284,6 +287,11 @@ def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
     for path in sorted(Path(folder).iterdir()):
         if path.is_file():
             tracker.client.log_artifact(run_id, str(path))
+
+
+def _number(text: str) -> float | None:
+    """A numeric param as logged ("None" for a value the trial never had)."""
+    return None if text in (None, "None") else float(text)
 
 
 def dumps(obj) -> str:

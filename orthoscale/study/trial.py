@@ -68,20 +68,28 @@ def problem_for(cfg: Config, device: str) -> data.Problem:
     return _problem(problem_key(cfg, device))
 
 
-def step_size(cfg: Config, lr: float | None) -> float:
-    """μ of a trial: the searched one (tuned), optim.lr (fixed) or optim.lr / N (inverse_depth)."""
+def step_size(cfg: Config, lr: float | None, spectrum: theory.LocalSpectrum | None = None) -> float | None:
+    """μ of a trial: the searched one (tuned), optim.lr (fixed), optim.lr / N (inverse_depth) or optim.lr · μ_opt
+    (theory: the exact local optimum at the teacher, ``spectrum``; None without it)."""
     o = cfg.optim
     if o.protocol == "tuned" and lr is not None:
         return float(lr)
+    if o.protocol == "theory":
+        return o.lr * spectrum.mu_opt if spectrum else None
     return o.lr / cfg.model.depth if o.protocol == "inverse_depth" else o.lr
 
 
-def objective(traj: Trajectory, stop: StopRules, search: SearchCfg, rho: float | None) -> float:
-    """What a cell's search minimises. search.objective = rate: the observed loss rate ``rho`` < 1
+def objective(traj: Trajectory, stop: StopRules, search: SearchCfg, rho: float | None,
+              value: float | None = None) -> float:
+    """What a cell's search minimises. search.objective = edge: −``value`` (the searched key's) when the run
+    converged to tolerance, else 0, so the best trial is the largest value that still converges.
+    rate: the observed loss rate ``rho`` < 1
     (:func:`rates.estimate_rate`); steps: steps to tolerance, in units of max_iters. Short of either, a trial
     scores 1 + penalty · f, f ∈ [0, 1] the share of the log-distance to tol still to go (f = 2 when
     diverged), so a search sees progress, not a flat wall, and every measured rate ranks above it."""
     penalty = search.penalty
+    if search.objective == "edge":
+        return -float(value) if traj.outcome == "converged" and value is not None else 0.0
     if search.objective == "rate":
         if rho is not None and rho < 1:
             return rho
@@ -165,8 +173,12 @@ def run_trial(cfg: Config, lr: float | None = None, report=None, threads: int | 
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     device = pick_device(cfg.optim.device)
-    mu = step_size(cfg, lr)
     problem, arch, blocks = build(cfg, device)
+    spectrum = local_spectrum(cfg, problem, arch, device)
+    mu = step_size(cfg, lr, spectrum)
+    if mu is None:
+        raise ValueError("optim.protocol=theory: the exact local rate does not apply to this cell")
+    start = [B.clone() for B in blocks]
     o, rules, search = cfg.optim, cfg.stop, cfg.search
 
     def progress(offset: int):
@@ -175,7 +187,8 @@ def run_trial(cfg: Config, lr: float | None = None, report=None, threads: int | 
                 return False
             return bool(report({"step": offset + t, "rel_excess": traj.rel_excess[-1], "loss": traj.loss[-1],
                                 "log10_rel_excess": math.log10(max(traj.rel_excess[-1], 1e-300)),
-                                "objective": objective(traj, rules, search, None), FINAL: False}))
+                                "objective": objective(traj, rules, search, None, searched_value(cfg, mu)),
+                                FINAL: False}))
         return call
 
     opt = Optimizer(mu, o.method, o.retraction, o.balance)
@@ -186,7 +199,35 @@ def run_trial(cfg: Config, lr: float | None = None, report=None, threads: int | 
         tail, blocks = train(problem, arch, blocks, opt, rest, loss=o.loss, path=o.path,
                              callback=progress(traj.steps), callback_every=search.report_every)
         traj = joined(traj, tail)
-    return summarize(traj, cfg, mu, device, local_spectrum(cfg, problem, arch, device))
+    result = summarize(traj, cfg, mu, device, spectrum)
+    return where_it_went(result, cfg, problem, arch, start, blocks, traj)
+
+
+def searched_value(cfg: Config, mu: float) -> float:
+    """The value of the cell's searched key (search.key) in this trial: μ for optim.lr."""
+    key = cfg.search.key
+    return mu if key == "optim.lr" else float(functools.reduce(getattr, key.split("."), cfg))
+
+
+def where_it_went(result: TrialResult, cfg: Config, problem: data.Problem, arch: Architecture,
+                  start: list[torch.Tensor], end: list[torch.Tensor], traj: Trajectory) -> TrialResult:
+    """Distances from the start to the last iterate and to the teacher, and (study.theory_at_solution) the exact
+    local rate at the solution a converged run reached: where the local theory is asked to hold."""
+    result.start_distance = init.relative_distance(start, end)
+    if problem.teacher is not None:
+        try:
+            result.teacher_distance = init.relative_distance(start, stack(list(problem.teacher), arch))
+        except (RuntimeError, ValueError):  # a teacher of another layout: no layer-wise distance
+            result.teacher_distance = None
+    o = cfg.optim
+    if cfg.study.theory_at_solution and traj.outcome == "converged" and arch.linear and o.loss == "squared":
+        try:  # a run stopped at relative excess tol is a solution to ~√tol in P
+            at = theory.local_spectrum(end, arch, problem.moments, method=o.method, balance=o.balance,
+                                       tol=max(10 * math.sqrt(cfg.stop.tol), 1e-6))
+            result.solution_rate, result.solution_rate_opt = at.loss_rate(result.lr), at.loss_rate_opt
+        except theory.NotApplicable:
+            pass
+    return result
 
 
 def extension(traj: Trajectory, stop: StopRules, loss: str) -> int:
@@ -224,8 +265,10 @@ def summarize(traj: Trajectory, cfg: Config, mu: float, device: str,
     hit = rates.iterations_to(traj.rel_excess, cfg.stop.tol)
     return TrialResult(
         lr=mu, outcome=traj.outcome, reason=traj.reason, steps=traj.steps, iters_to_tol=hit,
-        objective=objective(traj, cfg.stop, cfg.search, rho), observed_rate=rho, rate=fit.rate,
+        objective=objective(traj, cfg.stop, cfg.search, rho, searched_value(cfg, mu)), observed_rate=rho,
+        rate=fit.rate, value=searched_value(cfg, mu), success=traj.outcome == "converged",
         rate_r2=fit.r2 if fit.found else None, rate_window=[fit.start, fit.end], rate_note=fit.reason,
+        linear_start=fit.start if fit.found else None,
         final_rel_excess=traj.rel_excess[-1], final_loss=traj.loss[-1], ortho_error=max(traj.ortho_error),
         e2e_error=traj.e2e_error[-1] if traj.e2e_error else None, seconds=traj.seconds,
         seconds_per_step=traj.seconds / max(traj.steps, 1), device=device, node=socket.gethostname(),

@@ -212,7 +212,8 @@ def summary(rows, text, which, key, target, below: bool = False) -> None:
     lo = (max if below else min)(sel, key=lambda r: r[key])
     verdict = "met on all rows" if not bad else ("missed on " + ", ".join(
         f"{r['dtype']} N={r['N']} d={r['d']} ({fmt(r[key])})" for r in bad))
-    print(f"  {text}: {'max' if below else 'min'} {fmt(lo[key])} ({lo['dtype']} N={lo['N']} d={lo['d']}); {verdict}")
+    print(f"  {'MISS' if bad else 'PASS'}  {text}: {'max' if below else 'min'} {fmt(lo[key])} "
+          f"({lo['dtype']} N={lo['N']} d={lo['d']}); {verdict}")
 
 
 if __name__ == "__main__":

@@ -106,9 +106,10 @@ def tracking_cost(uri: str, recs: list[dict], artifact_curves: bool = False) -> 
     ``artifact_curves`` the same run with its curves as one JSON artifact instead."""
     from orthoscale.study.tracking import Tracker
 
-    tracker = Tracker(uri, f"bench-{secrets.token_hex(4)}")
-    parent, _ = tracker.open_parent("bench", params={}, tags={})
     tmp = Path(tempfile.mkdtemp(prefix="orthoscale-curves-"))
+    local = (tmp / "artifacts").as_uri() if uri.startswith("sqlite:") else None  # not ./mlruns of the caller
+    tracker = Tracker(uri, f"bench-{secrets.token_hex(4)}", local)
+    parent, _ = tracker.open_parent("bench", params={}, tags={})
     walls, cpus = [], []
     for rec in recs:
         if artifact_curves:
