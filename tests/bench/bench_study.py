@@ -171,7 +171,7 @@ def main():
     ratio_default = default["wall"] / (default["compute"] / slots)
 
     # 1a: small cells, the study command against the hand loop
-    depths, trials = ("2,4", 8) if QUICK else ("2,4,8,16", 24)
+    depths, trials = ("2,4", 8) if QUICK else ("2,4,8,16", 16)
     small = [f"model.depth={depths}", "seed=0,1", f"search.trials={trials}", "model.width=8", "stop.max_iters=400",
              "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0"]
     a = sweep(small, tmp / "a")
