@@ -24,12 +24,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_matmul_flops, fmt_check,  # noqa: E402
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
-from orthoscale import init, losses, optim, stiefel  # noqa: E402
-from orthoscale.network import Architecture, layers  # noqa: E402
-from orthoscale.workspace import Workspace  # noqa: E402
+from orthoscale import init, losses, optim, stiefel
+from orthoscale.network import Architecture, layers
+from orthoscale.workspace import Workspace
 
 D0 = 784            # MNIST input dimension
 M_BIG = 60_000      # MNIST training-set size

@@ -26,13 +26,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten_ops, fmt_check, fmt_ms,  # noqa: E402
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten_ops, fmt_check, fmt_ms,
                     fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
                     parse_args)
-from orthoscale import data, init, losses, optim, stiefel  # noqa: E402
-from tests import loop  # noqa: E402
-from orthoscale.network import Architecture, layers  # noqa: E402
-from orthoscale.workspace import Workspace  # noqa: E402
+from orthoscale import data, init, losses, optim, stiefel
+from tests import loop
+from orthoscale.network import Architecture, layers
+from orthoscale.workspace import Workspace
 
 LR = 0.1
 NOISE = 0.1

@@ -28,15 +28,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from common import CpuLoad, idle_check  # noqa: E402
+import optuna
+import torch
+from common import CpuLoad, idle_check
 
-from orthoscale.study.compose import plan  # noqa: E402
-from orthoscale.study.pack import PACK, PackSearch, auto_size  # noqa: E402
-from orthoscale.study.results import FINAL  # noqa: E402
-from orthoscale.study.store import ResultStore  # noqa: E402
-from orthoscale.study.trial import run_trial  # noqa: E402
+from orthoscale.study.compose import plan
+from orthoscale.study.pack import PACK, PackSearch, auto_size
+from orthoscale.study.results import FINAL
+from orthoscale.study.store import ResultStore
+from orthoscale.study.trial import run_trial
 
 QUICK = "--quick" in sys.argv
 SLOTS = 2

@@ -27,11 +27,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bench")]
 
-from bench_core import D0, useful_flops  # noqa: E402
-from common import fast_step, ns_iterations, regression_problem, whitened_inputs  # noqa: E402
-from orthoscale import data, init, losses, optim, stiefel  # noqa: E402
-from orthoscale.network import Architecture  # noqa: E402
-from orthoscale.workspace import Workspace  # noqa: E402
+from bench_core import D0, useful_flops
+from common import fast_step, ns_iterations, regression_problem, whitened_inputs
+from orthoscale import data, init, losses, optim, stiefel
+from orthoscale.network import Architecture
+from orthoscale.workspace import Workspace
 
 LR = 0.1
 STEPS_PER_TRIAL = 2000   # the study's default stop.max_iters: a trial's length when it runs its budget
