@@ -86,7 +86,7 @@ def main() -> None:
             "geo@1k ms", "geo@1k/fast", "fast-qr ms", "geo@1k/qr", "GF/s", "%peak", "exec/useful", "%pk exec",
             "chk gen", "chk geo")
     widths = (5, 3, 4, 9, 5, 7, 10, 8, 9, 8, 9, 11, 10, 9, 6, 5, 11, 8, 11, 11)
-    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))
     print(line(cols))
     print(line(["-" * w for w in widths]), flush=True)
     rows = []

@@ -78,7 +78,7 @@ def main() -> None:
     cols = ("dtype", "d", "N", "stacked ms", "1 thread", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
             "geoopt ms", "geo/stacked", "chk loop", "chk geo")
     widths = (5, 3, 5, 10, 8, 5, 9, 7, 9, 12, 9, 11, 11, 11)
-    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))
     print(line(cols))
     print(line(["-" * w for w in widths]), flush=True)
     start = time.perf_counter()
