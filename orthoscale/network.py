@@ -134,13 +134,25 @@ def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:
 @dataclass(frozen=True)
 class Frame:
     """An orthogonal square block W_a … W_b as W_i = C_j C_{j−1}ᵀ (j = i − a + 1), C (k+1, d, d),
-    C_j = W_{a+j−1}···W_a, C_0 = I; its gradient has the form G_i = C_j M C_{j−1}ᵀ with one M (d, d)."""
-    C: torch.Tensor
+    C_j = W_{a+j−1}···W_a, C_0 = I; its gradient has the form G_i = C_j M C_{j−1}ᵀ with one M (d, d).
+    ``prefixes``: C itself or the same prefixes in chunks (scan.Chunked), C then formed on first use."""
+    prefixes: torch.Tensor | scan.Chunked
     M: torch.Tensor | None = None
+
+    @property
+    def chunks(self) -> scan.Chunked:
+        P = self.prefixes
+        return P if isinstance(P, scan.Chunked) else scan.Chunked.whole(P)
+
+    @functools.cached_property
+    def C(self) -> torch.Tensor:
+        """(k+1, d, d): C_0 = I, C_1, …, C_k."""
+        P = self.prefixes
+        return P.full() if isinstance(P, scan.Chunked) else P
 
     def gradient(self) -> torch.Tensor:
         """(k, d, d): G_i = C_j M C_{j−1}ᵀ."""
-        return stiefel.frame_product(self.C, self.M)
+        return self.chunks.sandwich(self.M)
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ class Chain:
     below: list[torch.Tensor | None]
     above: list[torch.Tensor | None]
     frames: list[Frame | None]
-    inner: list[torch.Tensor]
+    inner: list[torch.Tensor | None]
     suffixes: list[torch.Tensor | None]
     top: torch.Tensor
 
@@ -178,9 +190,9 @@ class Chain:
         if F is None:
             return self.S(b).mT @ K @ self.T(b).mT, None
         lo, hi = self.below[b], self.above[b]
-        M = F.C[-1].mT @ (K if hi is None else hi.mT @ K)
+        M = F.chunks.last().mT @ (K if hi is None else hi.mT @ K)
         M = M if lo is None else M @ lo.mT
-        return None, Frame(F.C, M)
+        return None, Frame(F.prefixes, M)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -199,20 +211,19 @@ def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> 
     """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one); the
     frames' C in ``ws`` (valid until its next use) if given."""
     chain = blocks[1:]
-    framed = [_orthogonal_square(B) for B in chain]
-    prefixes = [scan.prefix_products(B, identity_first=f, ws=ws if f else None, name=("frame", b))
-                for b, (B, f) in enumerate(zip(chain, framed))]
-    inner = [P[1:] if f else P for P, f in zip(prefixes, framed)]  # W_j···W_a inside each block
-    frames = [Frame(P) if f else None for P, f in zip(prefixes, framed)]
+    frames = [Frame(scan.frame_prefixes(B, ws=ws, name=("frame", b))) if _orthogonal_square(B) else None
+              for b, B in enumerate(chain)]
+    inner = [scan.prefix_products(B) if F is None else None for B, F in zip(chain, frames)]  # W_j···W_a
+    totals = [P[-1] if F is None else F.chunks.last() for P, F in zip(inner, frames)]  # each block's product
     below, carry = [], None
-    for pre in inner:
+    for tot in totals:
         below.append(carry)
-        carry = pre[-1] if carry is None else pre[-1] @ carry
+        carry = tot if carry is None else tot @ carry
     top = carry if carry is not None else _eye(blocks[0].shape[-2], blocks[0])
     above, carry = [None] * len(chain), None
     for b in range(len(chain) - 1, -1, -1):
         above[b] = carry
-        carry = inner[b][-1] if carry is None else carry @ inner[b][-1]
+        carry = totals[b] if carry is None else carry @ totals[b]
     suffixes = [scan.suffix_products(B) if F is None else None for B, F in zip(chain, frames)]
     return Chain(below, above, frames, inner, suffixes, top)
 

@@ -69,11 +69,12 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
             A = eye - lr_orth * (F.M - F.M.mT) / 2
             if opt.retraction == "polar":
-                scratch = (ws.buffer(("tmp", n), B.shape, B), ws.buffer(("x", n), B.shape, B)) if ws else None
-                out.append(stiefel.polar_in_frame(F.C, A, out=ws.other(("next", n), B) if ws else None,
+                size = (F.chunks.slots,) + tuple(B.shape[1:])
+                scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
+                out.append(stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None,
                                                   scratch=scratch))
             else:  # W + ξ = C_j A C_{j−1}ᵀ: neither the gradient nor its projection is formed
-                out.append(to_tall(stiefel.qr_q(to_tall(stiefel.frame_product(F.C, A), arch)), arch))
+                out.append(to_tall(stiefel.qr_q(to_tall(F.chunks.sandwich(A), arch)), arch))
             continue
         G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)

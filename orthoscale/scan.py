@@ -4,12 +4,14 @@ Matrices of width ≥ ``WIDE``: one product after the other (k − 1 matmuls, no
 product is large enough to keep the cores busy). Narrower stacks of up to ``SHORT``: Hillis–Steele doubling
 (after the round with offset o, entry j holds the product of the min(j+1, 2o) matrices ending at j;
 ⌈log₂k⌉ calls). Longer narrow stacks are cut into n chunks of ``CHUNK`` consecutive matrices (identities
-in front fill the first): CHUNK − 1 batched products run the prefixes of all chunks at once, the prefixes
-of the n chunk totals come from the same scan, and one batched (CHUNK·d × d)·(d × d) product continues
-every chunk from those before it — 2k + O(k/CHUNK) matmuls in CHUNK + O(log k) calls, in two buffers
-and no other copy than the stack's into the first.
+in front fill the first): CHUNK − 1 batched products run the prefixes of all chunks at once and the
+prefixes of the n chunk totals come from the same scan (:class:`Chunked`); one batched product per chunk
+position continues every chunk from those before it where all prefixes are needed (k + O(k/CHUNK)
+matmuls, 2k with the continuation, in CHUNK + O(log k) calls).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -41,31 +43,96 @@ def _sequential(W: torch.Tensor, lead: int, out: torch.Tensor | None) -> torch.T
     return out
 
 
-def _chunked(W: torch.Tensor, lead: int, buffers: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
-    """Inclusive prefix products of W (k, d, d), after I if ``lead``, chunk by chunk (module docstring).
+@dataclass(frozen=True)
+class Chunked:
+    """The prefixes C_0 = I, C_j = W_{j−1}···W_0 (j = 1 … k) of a stack W (k, d, d), held in chunks.
 
-    The stack sits at the end of n·CHUNK slots after p = n·CHUNK − k ≥ lead identities, so every chunk is
-    whole and the prefix at slot p − 1 is the empty product I. ``buffers`` (two of n·CHUNK matrices, or
-    None): the padded stack, whose chunks then receive their own prefixes, and the prefixes of one chunk
-    position at a time for all chunks, then the result. Every product writes a contiguous stack (a
-    strided ``out`` would make torch.bmm loop over the batch one matrix at a time).
+    The stack, padded in front by ``pad`` identities, is cut into n chunks of T; L (n·T, d, d) holds at
+    slot q = c·T + t the prefix of chunk c up to that slot (its first t + 1 matrices), and B (n, d, d)
+    the product of the chunks before (B[c] = L[c·T − 1]···L[T − 1], B[0] = I; None when n = 1). Then
+    C_j = L[q] B[c] for slot q = pad + j − 1 in chunk c. Whatever needs C_j A C_{j−1}ᵀ (:meth:`sandwich`)
+    takes the chunk product B[c] A B[c]ᵀ once per chunk instead of continuing every prefix.
+    """
+    L: torch.Tensor
+    B: torch.Tensor | None
+    pad: int
+
+    @staticmethod
+    def whole(C: torch.Tensor) -> "Chunked":
+        """One chunk: the prefixes C (k+1, d, d) themselves, C[0] = I."""
+        return Chunked(C[1:].contiguous(), None, 0)
+
+    @property
+    def slots(self) -> int:
+        """n·T: the length of the padded stack, the size of :meth:`sandwich`'s buffers."""
+        return self.L.shape[0]
+
+    def _rows(self, X: torch.Tensor) -> torch.Tensor:
+        """A (n·T, d, d) stack as n chunks of T·d rows: (n, T·d, d)."""
+        n = 1 if self.B is None else self.B.shape[0]
+        return X.view(n, -1, X.shape[-1])
+
+    def last(self) -> torch.Tensor:
+        """C_k = W_{k−1}···W_0 (d, d)."""
+        return self.L[-1] if self.B is None else self.L[-1] @ self.B[-1]
+
+    def full(self, lead: int = 1, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(k + lead, d, d): [C_0,] C_1, …, C_k (C_0 = I first with ``lead``): every chunk's rows times its
+        B[c], one (T·d × d)·(d × d) product per chunk, into ``out`` ((n·T, d, d)) if given; needs pad ≥ lead
+        when chunked."""
+        if self.B is None:
+            C = self.L
+            return torch.cat([torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)[None], C]) if lead else C
+        rows = self._rows(self.L)
+        X = rows @ self.B if out is None else torch.bmm(rows, self.B, out=self._rows(out))
+        return X.view(self.L.shape)[self.pad - lead:]
+
+    def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, A (d, d), as L[q] (B[c] A B[c]ᵀ) L[q−1]ᵀ: one
+        (T·d × d)·(d × d) product per chunk, then one batched product by the slot before (I at a chunk's
+        first slot). With ``bufs`` (two (n·T, d, d)) the result is a view of the second; the first is free
+        again on return."""
+        b0, b1 = bufs if bufs is not None else (None, None)
+        R = A if self.B is None else torch.bmm(torch.matmul(self.B, A), self.B.mT)  # B[c] A B[c]ᵀ per chunk
+        Y = torch.matmul(self._rows(self.L), R, out=None if b0 is None else self._rows(b0)).view(self.L.shape)
+        Z = torch.bmm(Y[1:], self.L[:-1].mT, out=None if b1 is None else b1[1:])
+        Z = torch.cat([Y[:1], Z]) if b1 is None else b1
+        T = self.L.shape[0] // self._rows(self.L).shape[0]
+        Z[::T] = Y[::T]  # a chunk's first slot: L[q − 1] of the chunk before stands for I there
+        return Z[self.pad:]
+
+
+def _chunked(W: torch.Tensor, stack: torch.Tensor | None, work: torch.Tensor | None) -> Chunked:
+    """The :class:`Chunked` prefixes of W (k, d, d) in chunks of CHUNK, after pad = n·CHUNK − k ≥ 1
+    identities: CHUNK − 1 batched products give every chunk's prefixes, a scan of the n chunk totals
+    gives B. ``stack`` (the padded stack, then the prefixes in slot order) and ``work`` ((n·CHUNK, d, d)
+    each) are buffers or None. Every product writes a contiguous stack (a strided ``out`` would make
+    torch.bmm loop over the batch one matrix at a time): ``work`` holds one chunk position at a time for
+    all chunks, copied into slot order at the end.
     """
     k, d = W.shape[0], W.shape[-1]
-    n = -(-(k + lead) // CHUNK)
-    p = n * CHUNK - k
+    n = -(-(k + 1) // CHUNK)
+    pad = n * CHUNK - k
     size = (n * CHUNK, d, d)
-    stack, work = (B if B is not None else torch.empty(size, dtype=W.dtype, device=W.device) for B in buffers)
-    stack[:p] = torch.eye(d, dtype=W.dtype, device=W.device)
-    stack[p:] = W
-    S, L = stack.view(n, CHUNK, d, d), work.view(CHUNK, n, d, d)  # L[j]: position j of every chunk
-    torch.bmm(S[:, 1], S[:, 0], out=L[1])
-    for j in range(2, CHUNK):                          # prefixes inside every chunk
-        torch.bmm(S[:, j], L[j - 1], out=L[j])
-    before = prefix_products(L[-1, :n - 1], identity_first=True)  # before[c]: chunks 0 … c−1 as one product
-    S[:, 1:] = L[1:].transpose(0, 1)                   # each chunk's own prefixes, in stack order
-    rows = (n, CHUNK * d, d)                           # chunk c times before[c]
-    torch.bmm(stack.view(rows), before, out=work.view(rows))
-    return work[p - lead:]
+    stack, work = (torch.empty(size, dtype=W.dtype, device=W.device) if B is None else B for B in (stack, work))
+    stack[:pad] = torch.eye(d, dtype=W.dtype, device=W.device)
+    stack[pad:] = W
+    S, P = stack.view(n, CHUNK, d, d), work.view(CHUNK, n, d, d)  # P[t]: position t of every chunk
+    torch.bmm(S[:, 1], S[:, 0], out=P[1])
+    for t in range(2, CHUNK):
+        torch.bmm(S[:, t], P[t - 1], out=P[t])
+    S[:, 1:] = P[1:].transpose(0, 1)
+    return Chunked(stack, prefix_products(S[:n - 1, -1], identity_first=True), pad)
+
+
+def frame_prefixes(W: torch.Tensor, *, ws: Workspace | None = None, name: object = "frame") -> Chunked:
+    """The prefixes C_0 = I, …, C_k of W (k, d, d) as :class:`Chunked`: in chunks for a long narrow
+    stack, else one chunk (:func:`prefix_products` with the identity first); buffers in ``ws``."""
+    k, d = W.shape[0], W.shape[-1]
+    if d >= WIDE or k + 1 <= SHORT:
+        return Chunked.whole(prefix_products(W, identity_first=True, ws=ws, name=name))
+    size = (-(-(k + 1) // CHUNK) * CHUNK, d, d)
+    return _chunked(W, get(ws, (name, 0), size, W), get(ws, (name, 1), size, W))
 
 
 def prefix_products(W: torch.Tensor, *, identity_first: bool = False, ws: Workspace | None = None,
@@ -78,8 +145,8 @@ def prefix_products(W: torch.Tensor, *, identity_first: bool = False, ws: Worksp
     if d >= WIDE:
         return _sequential(W, lead, get(ws, name, (lead + k, d, d), W))
     if k + lead > SHORT:
-        size = (-(-(k + lead) // CHUNK) * CHUNK, d, d)
-        return _chunked(W, lead, (get(ws, (name, 0), size, W), get(ws, (name, 1), size, W)))
+        size = (-(-(k + 1) // CHUNK) * CHUNK, d, d)
+        return frame_prefixes(W, ws=ws, name=name).full(lead, out=get(ws, (name, 1), size, W))
     out = _doubling(W)
     return torch.cat([torch.eye(d, dtype=W.dtype, device=W.device)[None], out]) if lead else out
 

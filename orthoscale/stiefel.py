@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from . import scan
+
 RETRACTIONS = ("polar", "polar_svd", "qr", "cayley")
 
 
@@ -86,24 +88,20 @@ def tangent_scale(xi: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(torch.clamp((1 + torch.linalg.matrix_norm(xi) ** 2) / 2, min=1.0))
 
 
-def frame_product(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
-                  tmp: torch.Tensor | None = None) -> torch.Tensor:
-    """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, C (k+1, d, d), A (d, d); into ``out`` via ``tmp`` if given."""
-    return torch.matmul(torch.matmul(C[1:], A, out=tmp), C[:-1].mT, out=out)
-
-
-def polar_in_frame(C: torch.Tensor, A: torch.Tensor, *, out: torch.Tensor | None = None,
+def polar_in_frame(C: torch.Tensor | scan.Chunked, A: torch.Tensor, *, out: torch.Tensor | None = None,
                    scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal, A = I + S (d, d) with S skew:
-    C_j polar(A) C_{j−1}ᵀ.
+    """polar(C_j A C_{j−1}ᵀ) for j = 1 … k, C (k+1, d, d) orthogonal (or its scan.Chunked form), A = I + S
+    (d, d) with S skew: C_j polar(A) C_{j−1}ᵀ.
 
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
     stack (Newton–Schulz: A is I + a tangent vector at I). Rounding in C (≈ Σ of its layers' deviations
     from orthogonality) would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away.
-    Written into ``out`` if given, with two (k, d, d) ``scratch`` buffers instead of fresh temporaries.
+    Written into ``out`` (k, d, d) if given, with two ``scratch`` buffers ((C.slots, d, d) for a
+    scan.Chunked C, else (k, d, d)) instead of fresh temporaries.
     """
-    tmp, x = scratch if scratch is not None else (None, None)
-    X = frame_product(C, polar_newton_schulz(A, tangent_scale(A - eye_like(A))), out=x, tmp=tmp)
+    chunks = C if isinstance(C, scan.Chunked) else scan.Chunked.whole(C)
+    X = chunks.sandwich(polar_newton_schulz(A, tangent_scale(A - eye_like(A))), scratch)
+    tmp = scratch[0].view(-1)[:X.numel()].view(X.shape) if scratch is not None else None
     Y = torch.baddbmm(eye_like(X), X.mT, X, beta=1.5, alpha=-0.5, out=tmp)  # (3I − XᵀX)/2 in one pass
     return torch.matmul(X, Y, out=out)
 

@@ -129,6 +129,7 @@ class RayCfg:
     gpus_per_trial: float = number(0.0, ge=0)
     max_concurrent: int = number(0, ge=0)    # 0 = as many as the resources allow
     max_failures: int = number(2, ge=0)
+    pack: int = number(0, ge=0)              # trials (μ values) per Tune trial; 0 = auto (study/pack.py)
 
 
 @dataclass(frozen=True)

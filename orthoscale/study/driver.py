@@ -22,7 +22,7 @@ from .cells import Cell
 from .config import Config, ConfigError, to_dict, validate
 from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
                         tracking_uri, with_data_root)
-from .search import CellSearch
+from .pack import PackSearch
 from .store import ResultStore
 from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
@@ -66,10 +66,19 @@ class StudyResult:
     failed_all: str | None = None   # the first error, when every trial of the study failed
 
 
-def _warm_tracking(cfg: Config) -> None:
-    """Import what the tracking store needs (MLflow's store, SQLAlchemy and its dialect) ahead of its use."""
-    if cfg.tracking.enabled:
-        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401 (import for its side effect)
+class Phases(dict):
+    """Seconds a study spent in each of its phases (report/phases.json): where its fixed cost goes."""
+
+    def timed(self, name: str, fn):
+        """``fn`` that adds its wall seconds to ``name`` and the driver's CPU seconds (all threads) to name.cpu."""
+        def call(*args, **kwargs):
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self[name] = self.get(name, 0.0) + time.perf_counter() - start
+                self[f"{name}.cpu"] = self.get(f"{name}.cpu", 0.0) + time.process_time() - cpu
+        return call
 
 
 def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cell], out):
@@ -108,21 +117,25 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
     try:
         tracker.client.log_artifact(parent, str(folder / PLAN))
         log_artifacts(tracker, parent, folder / "report")
+        from mlflow.entities import Metric, RunTag
+
+        metrics, tags = {}, {}
         if fanout:
-            for key in FANOUT_METRICS:
-                tracker.client.log_metric(parent, key, float(fanout[key]))
-            tracker.client.set_tag(parent, "orthoscale.fanout", fanout["line"])
+            metrics.update({key: float(fanout[key]) for key in FANOUT_METRICS})
+            tags["orthoscale.fanout"] = fanout["line"]
             if fanout["lost_hosts"]:
-                tracker.client.set_tag(parent, "orthoscale.lost_hosts", ", ".join(fanout["lost_hosts"]))
+                tags["orthoscale.lost_hosts"] = ", ".join(fanout["lost_hosts"])
         for series, law in result["scaling"].items():
             key = series_key(series)
-            tracker.client.log_metric(parent, "rate_exponent" + ("" if series == "all" else f".{key}"),
-                                      law["one_minus_rate"]["exponent"])
-            tracker.client.set_tag(parent, f"orthoscale.law.{key}", json.dumps(law))
+            metrics["rate_exponent" + ("" if series == "all" else f".{key}")] = law["one_minus_rate"]["exponent"]
+            tags[f"orthoscale.law.{key}"] = json.dumps(law)
         for series, law in result.get("edge", {}).get("laws", {}).items():
             key = series_key(series)
-            tracker.client.log_metric(parent, f"edge_beta.{key}", law["beta"])
-            tracker.client.set_tag(parent, f"orthoscale.edge_law.{key}", json.dumps(law))
+            metrics[f"edge_beta.{key}"] = law["beta"]
+            tags[f"orthoscale.edge_law.{key}"] = json.dumps(law)
+        now = int(time.time() * 1000)  # one call for the study's summary, not one per value
+        tracker.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                                 tags=[RunTag(k, v) for k, v in tags.items()])
         tracker.finish(parent, "FINISHED")
         return True
     except Exception as err:
@@ -149,16 +162,24 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                           "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
-    searcher = CellSearch(cells, to_dict(cfg)["search"], finished)
-    if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before anything starts
-        from .runner import check_resources, connect
+    searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack)
+    phases = Phases()
+    with ThreadPoolExecutor(1) as pool:  # MLflow's store opens while Ray starts (both take seconds)
+        opening = pool.submit(phases.timed("tracking_open", _open_tracking), cfg, name, overrides, cells, out) \
+            if cfg.tracking.enabled else None
+        try:
+            if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before any starts
+                from .runner import check_resources, connect
 
-        with ThreadPoolExecutor(1) as pool:  # MLflow's modules load while Ray starts (both take seconds)
-            pool.submit(_warm_tracking, cfg)
-            connect(cfg.ray, cfg.study.verbose)
-        check_resources(cfg.ray, cells)
+                phases.timed("ray_start", connect)(cfg.ray, cfg.study.verbose)
+                check_resources(cfg.ray, cells)
+        except ConfigError:
+            tracker, parent = opening.result() if opening else (None, None)
+            if tracker:
+                tracker.finish(parent, "FAILED")
+            raise
+        tracker, parent = opening.result() if opening else (None, None)
     save_plan(folder, cfg, overrides, cells)
-    tracker, parent = _open_tracking(cfg, name, overrides, cells, out) if cfg.tracking.enabled else (None, None)
     writer = TrackingWriter(tracker, parent, name, enabled=cfg.tracking.enabled)
     for rec in finished:  # replays any record that did not reach tracking before an interruption
         writer.submit(rec)
@@ -167,14 +188,18 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
           file=out, flush=True)
     fanout = None
     if searcher.remaining() and run_trials:
-        fanout = _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finished, arrays, out)
-    writer.close()
-    records = store.load()
-    result = report.write(folder / "report", cells, records)
+        fanout = phases.timed("trials", _fan_out)(cfg, cells, searcher, store, writer, overrides, name, state,
+                                                  finished, arrays, out)
+    records = store.load()  # the report reads the durable records: it is drawn while tracking drains
+    result = phases.timed("report", report.write)(folder / "report", cells, records)
+    phases.timed("tracking_drain", writer.close)()
     if fanout:
         (folder / "report" / "fanout.json").write_text(dumps(fanout))
         result["text"] += "\n" + "\n".join(x for x in (fanout["line"], fanout["warning"]) if x)
-    synced = tracker is not None and _close_tracking(tracker, parent, folder, result, fanout, out)
+    synced = tracker is not None and phases.timed("tracking_close", _close_tracking)(tracker, parent, folder, result,
+                                                                                    fanout, out)
+    phases["process.cpu"] = time.process_time()  # the driver's CPU since it started, imports included
+    (folder / "report" / "phases.json").write_text(dumps(phases))
     return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),
                        result["rows"], result["scaling"], result["text"], writer.seconds, writer.logged,
                        writer.failed + ([] if synced or not cfg.tracking.enabled else ["<parent report>"]),

@@ -11,7 +11,7 @@ import time
 
 from ray.tune import Callback
 
-from .results import FINAL
+from .pack import PACK, members
 
 
 class Progress(Callback):
@@ -62,28 +62,34 @@ class Progress(Callback):
         if self.tty:
             self.stream.write("\n")
 
-    def _ended(self, trial):
-        c = trial.config.get("cell_index")
-        self.per_cell[c] = self.per_cell.get(c, 0) + 1
-        return c
+    def _ended(self, trial) -> list[tuple[int, dict]]:
+        """(cell, entry) per trial of the ended pack; entry: its result or error (pack.run_pack), {} if none."""
+        entries = (trial.last_result or {}).get(PACK) or []
+        out = []
+        for i, member in enumerate(members(trial.config)):
+            c = member["cell_index"]
+            self.per_cell[c] = self.per_cell.get(c, 0) + 1
+            out.append((c, entries[i] if i < len(entries) else {}))
+        return out
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        c = self._ended(trial)
-        res = trial.last_result or {}
-        if res.get("node_id"):
-            self.hosts.add(res["node_id"])
-        if not res.get(FINAL):
-            self.pruned += 1
-        else:
-            self.done += 1
-            rate = res.get("rate")
-            if rate is not None and res.get("outcome") == "converged":
-                n = self.depth_of[c]
-                self.best[n] = min(self.best.get(n, 1.0), rate)
+        for c, entry in self._ended(trial):
+            res = entry.get("result") or {}
+            if res.get("node_id"):
+                self.hosts.add(res["node_id"])
+            if entry.get("error"):
+                self.failed += 1
+            elif not res:
+                self.pruned += 1
+            else:
+                self.done += 1
+                rate = res.get("rate")
+                if rate is not None and res.get("outcome") == "converged":
+                    n = self.depth_of[c]
+                    self.best[n] = min(self.best.get(n, 1.0), rate)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._ended(trial)
-        self.failed += 1
+        self.failed += len(self._ended(trial))
 
     def on_step_end(self, iteration, trials, **info):
         self.running = sum(1 for t in trials if t.status == "RUNNING")

@@ -20,7 +20,8 @@ from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
 from .config import ConfigError, RayCfg, replace_path, set_path
-from .search import CellPruner, CellSearch
+from .pack import PACK, PackSearch, members, run_pack
+from .search import CellPruner
 from .store import ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
@@ -59,17 +60,24 @@ def worker_hosts() -> dict[str, str]:
 
 def make_trainable(threads: int):
     def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
-        """One Tune trial: μ = config["lr"] (or the searched key config["param"] = config["value"]) on cell
-        config["cell_index"] of ``cells`` (the study's typed cell configs, sent once through the object store by
-        ``tune.with_parameters``)."""
+        """One Tune trial: a pack of trials (pack.py), each μ = member["lr"] (or the searched key member["param"] =
+        member["value"]) on cell member["cell_index"] of ``cells`` (the study's typed cell configs, sent once through
+        the object store by ``tune.with_parameters``)."""
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
-        cfg = cells[config["cell_index"]].cfg
-        if config.get("param", "optim.lr") != "optim.lr" and config.get("value") is not None:
-            cfg = replace_path(cfg, config["param"], config["value"])  # the searched key's value of this trial
-        result = run_trial(cfg, config["lr"], report=tune.report, threads=threads)
-        result.node_id = ray.get_runtime_context().get_node_id()
-        tune.report({**result.to_dict(), FINAL: True})
+        node = ray.get_runtime_context().get_node_id()
+        pack = members(config)
+        # intermediate reports cost a round trip to the driver each: only a pruner (packs of one) needs them
+        report = tune.report if len(pack) == 1 and cells[pack[0]["cell_index"]].cfg.search.pruner != "none" else None
+
+        def one(member: dict) -> dict:
+            cfg = cells[member["cell_index"]].cfg
+            if member.get("param", "optim.lr") != "optim.lr" and member.get("value") is not None:
+                cfg = replace_path(cfg, member["param"], member["value"])  # the searched key's value of this trial
+            result = run_trial(cfg, member["lr"], report=report, threads=threads)
+            result.node_id = node
+            return result.to_dict()
+        tune.report(run_pack(pack, one))
     return orthoscale_trial
 
 
@@ -100,10 +108,23 @@ class Recorder(DriverOnly, tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
 
     def _record(self, trial, status: str, error: str | None = None) -> None:
-        cfg, res = trial.config, dict(trial.last_result or {})
+        """One durable record per trial of the pack, each with its own result (or error) and times."""
+        res = dict(trial.last_result or {})
+        entries = res.get(PACK) or []
+        recs = []
+        for i, member in enumerate(members(trial.config)):
+            entry = entries[i] if i < len(entries) else {}
+            recs.append(self._one(trial, member, status if not entry.get("error") else "FAILED",
+                                  entry.get("error") or error, entry.get("result") or ({} if entries else res), entry))
+        self.store.append(*recs)
+        for rec in recs:
+            self.writer.submit(rec)
+
+    def _one(self, trial, cfg: dict, status: str, error: str | None, res: dict, entry: dict) -> dict:
         cell = self.cells[cfg["cell_index"]]
-        mu = res["lr"] if res.get(FINAL) else step_size(cell.cfg, cfg["lr"])  # theory: known to the trial only
-        result = TrialResult.from_dict(res) if res.get(FINAL) else (
+        final = status == "FINISHED" and bool(res)
+        mu = res["lr"] if final else step_size(cell.cfg, cfg["lr"])  # theory: known to the trial only
+        result = TrialResult.from_dict(res) if final else (
             TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
                         objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
         param, value = cfg.get("param", "optim.lr"), cfg.get("value")
@@ -114,11 +135,11 @@ class Recorder(DriverOnly, tune.Callback):
                "cfg": set_path(cell.config, param, value) if searched else cell.config,
                "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,
-               "started": self.started.get(trial.trial_id, time.time()), "ended": time.time(),
+               "started": entry.get("started") or self.started.get(trial.trial_id, time.time()),
+               "ended": entry.get("ended") or time.time(),
                "rerun": " ".join(["python -m orthoscale rerun", *self.prefix, *cell.overrides, *searched,
                                   *(["optim.protocol=fixed", f"optim.lr={mu!r}"] if mu is not None else [])])}
-        self.store.append(rec)
-        self.writer.submit(rec)
+        return rec
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._record(trial, "FINISHED" if (trial.last_result or {}).get(FINAL) else "KILLED")
@@ -128,11 +149,14 @@ class Recorder(DriverOnly, tune.Callback):
         self._record(trial, "FAILED", str(err).strip().splitlines()[-1][:2000] if err else "error")
 
 
-def run_tuner(cells: list[Cell], searcher: CellSearch, spec: RayCfg, *, name: str, storage: Path,
+def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: str, storage: Path,
               callbacks: list, verbose: int, capacity: Capacity, arrays: dict | None = None) -> None:
     """All remaining trials of all cells in one Tuner, as many at once as ``capacity`` allows."""
     if verbose == 0:  # Tune's newer console output prints its header even when asked to be silent
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune's own CSV/JSON/TensorBoard files of every result: the study keeps its own record (results.jsonl)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
                                      mnist_arrays=arrays or None)

@@ -278,8 +278,16 @@ class CellSearch(Searcher):
         if not open_cells:
             return None if self._may_widen() else Searcher.FINISHED
         allowed = min(self.limit(), self.max_concurrent or math.inf) if self.limit else self.max_concurrent
-        if allowed and len(self.live) >= allowed:
+        if allowed and self.in_flight() >= allowed:
             return None  # Tune asks again next step
+        return self.propose(trial_id, open_cells)
+
+    def in_flight(self) -> int:
+        """Tune trials running or waiting (the concurrency gate counts these)."""
+        return len(self.live)
+
+    def propose(self, trial_id: str, open_cells: list[int]) -> dict:
+        """One Optuna trial of the open cell with fewest trials launched, as a Tune trial config."""
         c = min(open_cells, key=lambda i: (len(self.used[i]), i))
         k = next(n for n in range(len(self.used[c]) + 1) if n not in self.used[c])
         self.used[c].add(k)

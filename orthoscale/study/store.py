@@ -25,10 +25,11 @@ class ResultStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "results.jsonl"
 
-    def append(self, record: dict) -> None:
-        line = json.dumps(_plain(record), sort_keys=True) + "\n"
+    def append(self, *records: dict) -> None:
+        """One line per record, all made durable by one fsync (a pack's records arrive together)."""
+        lines = "".join(json.dumps(_plain(record), sort_keys=True) + "\n" for record in records)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+            fh.write(lines)
             fh.flush()
             os.fsync(fh.fileno())
 

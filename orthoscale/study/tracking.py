@@ -1,31 +1,34 @@
 """MLflow record of a study: an experiment per family, a parent run per study, a child run per trial.
 
 Only the driver writes (one writer per SQLite store): a background thread drains a queue of
-durable result records, so logging never blocks Tune's event loop, let alone a trial. Each child
-run is created with all its params, curves and summary metrics in a few ``log_batch`` calls.
+durable result records into a logging process, so logging never blocks Tune's event loop, let alone a trial,
+and its CPU is not the driver's. Each child
+run takes three calls: created with its tags, one ``log_batch`` with its params, summary metrics and curves
+(more only past MLflow's 1 000 entries a call), and its end.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pickle
 import queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-from .cells import Cell
 from .results import TrialResult
 from .secrets import split_credentials
 
 log = logging.getLogger("orthoscale.tracking")
+# MLflow's own tag keys (mlflow.utils.mlflow_tags); MLflow itself is imported where a store is opened, so that a
+# study loads it while Ray starts (seconds), and a study with tracking off never does
+MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME = "mlflow.parentRunId", "mlflow.runName"
 STUDY_TAG, TRIAL_TAG = "orthoscale.study", "orthoscale.trial"
 SUMMARY = TrialResult.metrics()
-BATCH = 1000  # MLflow's limit of metrics per log_batch
+BATCH, PARAMS = 1000, 100  # MLflow's limits per log_batch: entries in all, params
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -43,12 +46,24 @@ def chunks(items: list, size: int):
         yield items[i:i + size]
 
 
+def batches(params: list, metrics: list):
+    """(params, metrics) per log_batch call within MLflow's limits (≤ PARAMS params, ≤ BATCH entries in all):
+    a child run of up to ~900 curve points and summary metrics goes in one call."""
+    while params or metrics:
+        p, params = params[:PARAMS], params[PARAMS:]
+        m, metrics = metrics[:BATCH - len(p)], metrics[BATCH - len(p):]
+        yield p, m
+
+
 class Tracker:
     """Thin, explicit wrapper of MlflowClient for the study's runs."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
         os.environ.update(env)
+        self.reopen = (uri, experiment, artifact_location)  # the same store from another process (env inherited)
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -62,6 +77,8 @@ class Tracker:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id, True
+        from mlflow.entities import Param
+
         run = self.client.create_run(self.experiment_id, tags={STUDY_TAG: study, "orthoscale.role": "study",
                                                                **tags}, run_name=study)
         params = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
@@ -88,6 +105,8 @@ class Tracker:
     def log_trial(self, parent: str | None, study: str, rec: dict) -> str:
         """One child run (a standalone run when ``parent`` is None) with params, curves, summary
         metrics, tags and final status."""
+        from mlflow.entities import Metric, Param
+
         res = rec.get("result") or {}
         now = int(time.time() * 1000)
         tags = {MLFLOW_RUN_NAME: rec["key"], STUDY_TAG: study,
@@ -104,14 +123,12 @@ class Tracker:
         params = {"lr": rec.get("lr"), "cell": rec["cell"], "trial_number": rec.get("trial_number", 0),
                   "searched_key": rec.get("param", "optim.lr"), "searched_value": rec.get("value", rec.get("lr")),
                   **{f"cfg.{k}": v for k, v in flatten(rec["cfg"]).items() if not k.startswith("family.")}}
-        for part in chunks([Param(k, str(v)[:6000]) for k, v in params.items()], 100):
-            self.client.log_batch(run_id, params=part)
         metrics = [Metric(k, float(res[k]), now, 0) for k in SUMMARY if isinstance(res.get(k), (int, float))]
         for name, values in (res.get("curves") or {}).items():
             metrics += [Metric(name, float(v), now, int(s)) for s, v in zip(res["curve_steps"], values)
                         if isinstance(v, (int, float))]
-        for part in chunks(metrics, BATCH):
-            self.client.log_batch(run_id, metrics=part)
+        for part_params, part_metrics in batches([Param(k, str(v)[:6000]) for k, v in params.items()], metrics):
+            self.client.log_batch(run_id, params=part_params, metrics=part_metrics)
         self.client.set_terminated(run_id, status=rec["status"], end_time=int(rec.get("ended", now / 1000) * 1000))
         return run_id
 
@@ -125,6 +142,8 @@ class Tracker:
         parent = found[0].info.run_id
         plan = self.client.download_artifacts(parent, "config.json")
         plan = json.loads(Path(plan).read_text())
+        from .cells import Cell
+
         ids = {cell.id: cell.index for cell in map(Cell.from_dict, plan["cells"])}
         records, token = [], None
         while True:
@@ -153,15 +172,78 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
 
+def serve() -> None:
+    """The logging process (``python -m orthoscale.study.tracking``): reads (store, parent, study), then records,
+    from stdin (pickled) and logs a child run for each, replying None or the error on stdout. It ends on None, or
+    on end of input when the driver is gone (its records are durable: a rerun logs them)."""
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything MLflow prints goes to stderr: stdout carries replies only
+    requests = sys.stdin.buffer
+    reopen, parent, study = pickle.load(requests)
+    tracker = Tracker(*reopen)
+    while True:
+        try:
+            rec = pickle.load(requests)
+        except EOFError:
+            return
+        if rec is None:
+            return
+        try:
+            tracker.log_trial(parent, study, rec)
+            reply = None
+        except Exception as err:
+            reply = f"{type(err).__name__}: {err}"
+        pickle.dump(reply, replies)
+        replies.flush()
+
+
+class LoggingProcess:
+    """Tracker.log_trial in a child process: MLflow's client costs tens of ms of CPU per child run, which in the
+    driver would be taken from Tune's event loop (one interpreter lock); the driver only sends the record. A
+    plain subprocess, not multiprocessing: that would re-run the caller's main script in the child."""
+
+    def __init__(self, tracker: Tracker, parent: str | None, study: str):
+        here = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "orthoscale.study.tracking"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)  # credentials: in env, as for this process
+        self._send((tracker.reopen, parent, study))
+
+    def _send(self, obj) -> None:
+        pickle.dump(obj, self.proc.stdin)
+        self.proc.stdin.flush()
+
+    def __call__(self, parent: str | None, study: str, rec: dict) -> None:
+        self._send(rec)
+        error = pickle.load(self.proc.stdout)  # EOFError when the process died: a failed attempt, like any other
+        if error:
+            raise RuntimeError(error)
+
+    def close(self) -> None:
+        try:
+            self._send(None)
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class TrackingWriter:
-    """Logs records on a background thread, each trial once; counts time spent and failures.
+    """Logs records on a background thread, each trial once; counts time spent and failures. The MLflow calls
+    run in a :class:`LoggingProcess` (``process=True``) or in the thread itself.
     Without a tracker (store unreachable) every record is counted as not logged."""
 
     def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3,
-                 enabled: bool = True):
+                 enabled: bool = True, process: bool = True):
         self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
         self.enabled = enabled  # False (tracking.enabled=false): records are not for MLflow, none is "unlogged"
         self.done = tracker.logged_trials(parent) if tracker else set()
+        self.remote = LoggingProcess(tracker, parent, study) if tracker and process else None
+        self.log_trial = self.remote or (tracker.log_trial if tracker else None)
         self.queue: queue.Queue = queue.Queue()
         self.seconds, self.logged, self.failed = 0.0, 0, []
         self.thread = threading.Thread(target=self._run, name="orthoscale-tracking", daemon=True)
@@ -181,7 +263,7 @@ class TrackingWriter:
             start = time.perf_counter()
             for attempt in range(self.retries):
                 try:
-                    self.tracker.log_trial(self.parent, self.study, rec)
+                    self.log_trial(self.parent, self.study, rec)
                     self.done.add(rec["key"])
                     self.logged += 1
                     break
@@ -196,6 +278,8 @@ class TrackingWriter:
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join()
+        if self.remote:
+            self.remote.close()
 
 
 def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
@@ -212,3 +296,7 @@ def _number(text: str) -> float | None:
 
 def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+if __name__ == "__main__":
+    serve()

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.hosts import Hosts, namespaces_available  # noqa: E402
+from tests.integration.hosts import Hosts, namespaces_available
 
 QUICK = "--quick" in sys.argv
 TRIAL_SECONDS = 1.0

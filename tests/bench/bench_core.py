@@ -24,12 +24,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_matmul_flops, fmt_check,  # noqa: E402
+from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
-from orthoscale import init, losses, optim, stiefel  # noqa: E402
-from orthoscale.network import Architecture, layers  # noqa: E402
-from orthoscale.workspace import Workspace  # noqa: E402
+from orthoscale import init, losses, optim, stiefel
+from orthoscale.network import Architecture, layers
+from orthoscale.workspace import Workspace
 
 D0 = 784            # MNIST input dimension
 M_BIG = 60_000      # MNIST training-set size
@@ -86,7 +86,7 @@ def main() -> None:
             "geo@1k ms", "geo@1k/fast", "fast-qr ms", "geo@1k/qr", "GF/s", "%peak", "exec/useful", "%pk exec",
             "chk gen", "chk geo")
     widths = (5, 3, 4, 9, 5, 7, 10, 8, 9, 8, 9, 11, 10, 9, 6, 5, 11, 8, 11, 11)
-    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))  # noqa: E731
+    line = lambda vals: "  ".join(str(v).rjust(w) for v, w in zip(vals, widths))
     print(line(cols))
     print(line(["-" * w for w in widths]), flush=True)
     rows = []
@@ -212,7 +212,8 @@ def summary(rows, text, which, key, target, below: bool = False) -> None:
     lo = (max if below else min)(sel, key=lambda r: r[key])
     verdict = "met on all rows" if not bad else ("missed on " + ", ".join(
         f"{r['dtype']} N={r['N']} d={r['d']} ({fmt(r[key])})" for r in bad))
-    print(f"  {text}: {'max' if below else 'min'} {fmt(lo[key])} ({lo['dtype']} N={lo['N']} d={lo['d']}); {verdict}")
+    print(f"  {'MISS' if bad else 'PASS'}  {text}: {'max' if below else 'min'} {fmt(lo[key])} "
+          f"({lo['dtype']} N={lo['N']} d={lo['d']}); {verdict}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import ray
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from orthoscale.study.compose import plan  # noqa: E402
-from orthoscale.study.driver import run_study  # noqa: E402
-from orthoscale.study.store import ResultStore  # noqa: E402
+from orthoscale.study.compose import plan
+from orthoscale.study.driver import run_study
+from orthoscale.study.store import ResultStore
 
 
 def main():

@@ -14,11 +14,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from orthoscale import data, init, losses, optim  # noqa: E402
-from orthoscale.network import Architecture  # noqa: E402
-from orthoscale.workspace import Workspace  # noqa: E402
-from orthoscale.study.compose import plan  # noqa: E402
-from orthoscale.study.trial import run_trial  # noqa: E402
+from orthoscale import data, init, losses, optim
+from orthoscale.network import Architecture
+from orthoscale.workspace import Workspace
+from orthoscale.study.compose import plan
+from orthoscale.study.trial import run_trial
 
 
 def rgd_step(blocks, prob, arch, opt, ws):

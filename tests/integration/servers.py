@@ -81,6 +81,14 @@ class Postgres:
         return psycopg2.connect(host="127.0.0.1", port=self.port, user=PG_USER, password=self.password,
                                 dbname=dbname, connect_timeout=10)
 
+    def create_database(self, dbname: str) -> str:
+        """A new, empty database; returns its SQLAlchemy URL."""
+        conn = self.connect("postgres")
+        conn.autocommit = True
+        conn.cursor().execute(f"CREATE DATABASE {dbname}")
+        conn.close()
+        return self.url(dbname)
+
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg2://{PG_USER}:{self.password}@127.0.0.1:{self.port}/{dbname}"
 

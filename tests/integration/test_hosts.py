@@ -47,11 +47,7 @@ def cluster(tmp_path_factory):
         hosts = Hosts(root / "cluster", WORKERS, cpus=1, hidden=(mnist,))
         pg = Postgres(pg_root / "pg", free_port(), secrets.token_hex(12))
         pg.start()
-        conn = pg.connect("postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE mlflow")
-        conn.close()
-        server = MlflowOnPostgres(root, free_port(), pg.url("mlflow"), host=hosts.bridge_ip)
+        server = MlflowOnPostgres(root, free_port(), pg.create_database("mlflow"), host=hosts.bridge_ip)
         yield hosts, server, pg, root
     finally:
         for part in (server, pg, hosts):

@@ -25,11 +25,7 @@ def test_study_tracks_into_postgres_through_a_proxying_server(ray_local, tmp_pat
     try:
         pg = Postgres(tmp_path / "pg", free_port(), pg_password)
         pg.start()
-        conn = pg.connect("postgres")
-        conn.autocommit = True
-        conn.cursor().execute("CREATE DATABASE mlflow")
-        conn.close()
-        server = MlflowOnPostgres(tmp_path, free_port(), pg.url("mlflow"))
+        server = MlflowOnPostgres(tmp_path, free_port(), pg.create_database("mlflow"))
         try:
             uri = server.uri
             planted = uri.replace("http://", f"http://{PG_USER}:{secret}@")

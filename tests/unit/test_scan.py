@@ -103,3 +103,27 @@ def test_identity_first_in_a_workspace(k, gen):
         assert float((got[1:] - naive_prefix(W)).abs().max()) <= 1e-12
     P = signed_permutations(k, gen(k + 2))
     assert torch.equal(scan.prefix_products(P, identity_first=True, ws=ws)[1:], naive_prefix(P))
+
+
+@pytest.mark.parametrize("k,d", [(5, D), (scan.SHORT, D), (100, D), (1023, D), (3, scan.WIDE)])
+def test_frame_prefixes_sandwich_and_last(k, d, gen):
+    """scan.frame_prefixes (chunked for long narrow stacks, one chunk otherwise): C_j A C_{j−1}ᵀ for
+    j = 1 … k and C_k against the naive prefixes to 1e-12, exact on signed permutations, and bit-identical
+    with a Workspace's buffers reused for another stack."""
+    W = near_orthogonal(k, gen(k), d)
+    C = torch.cat([torch.eye(d, dtype=torch.float64)[None], naive_prefix(W)])
+    A = torch.randn(d, d, generator=gen(k + 1), dtype=torch.float64)
+    ref = C[1:] @ A @ C[:-1].mT
+    ws = Workspace()
+    for stack in (W, near_orthogonal(k, gen(k + 2), d), W):
+        fr = scan.frame_prefixes(stack, ws=ws)
+        bufs = tuple(torch.empty(fr.slots, d, d, dtype=stack.dtype) for _ in range(2))
+        got = fr.sandwich(A, bufs)
+        assert torch.equal(got, scan.frame_prefixes(stack).sandwich(A))
+    assert got.shape == (k, d, d) and float((got - ref).abs().max()) <= 1e-12
+    assert float((fr.last() - C[-1]).abs().max()) <= 1e-12
+    assert float((fr.full() - C).abs().max()) <= 1e-12
+    P = signed_permutations(k, gen(k + 3), d=4)
+    Cp = torch.cat([torch.eye(4, dtype=torch.float64)[None], naive_prefix(P)])
+    Ap = signed_permutations(1, gen(k + 4), d=4)[0]
+    assert torch.equal(scan.frame_prefixes(P).sandwich(Ap), Cp[1:] @ Ap @ Cp[:-1].mT)

@@ -42,3 +42,14 @@ def test_non_finite_floats_survive_as_strings_in_strict_json(tmp_path):
     (rec,) = store.load()
     assert rec["result"] == {"rate": "nan", "curve": [1.0, "inf", "-inf"]} and rec["pair"] == ["nan", 2]
     assert math.isnan(float(rec["result"]["rate"])) and float(rec["result"]["curve"][2]) == -math.inf
+
+
+def test_a_packs_records_go_in_with_one_fsync(tmp_path, monkeypatch):
+    import os
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    store = ResultStore(tmp_path)
+    store.append(*({"key": f"c#{k}", "v": k} for k in range(5)))
+    assert len(calls) == 1 and [r["v"] for r in store.load()] == list(range(5))

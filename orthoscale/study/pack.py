@@ -1,0 +1,119 @@
+"""Packs: several μ trials run by one Ray Tune trial, so Tune's per-trial cost is paid once per pack.
+
+Every μ of a pack is still its own Optuna trial, durable record and MLflow child run; only the Tune trial
+(scheduling, actor reset, result round trip) is shared. A pack holds trials of **distinct cells**, so each
+cell's μ sequence is what it would be unpacked: at concurrency 1 every μ of a cell is still asked after the
+cell's previous trial was told (deterministic, resumed or not). A pack is recorded whole when it ends (one
+report back to the driver); a driver killed mid-pack reruns it on resume, as it reruns an unpacked trial.
+
+Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost as the idle gap a worker sees between two
+Tune trials (the median over the study so far) and packs enough trials that the gap stays under
+:data:`GAP_SHARE` of a pack's compute — trials of seconds run unpacked, trials of milliseconds in packs of
+up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import traceback
+from typing import Callable
+
+from .cells import Cell
+from .results import FINAL
+from .search import METRIC, CellSearch
+
+PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
+GAP_SHARE = 0.05          # auto: Tune's per-trial gap ≤ this share of a pack's compute
+
+
+def auto_size(gap: float | None, seconds: float | None) -> int:
+    """Trials per pack that keep a per-Tune-trial ``gap`` (s) under GAP_SHARE of the pack's compute, trials of
+    ``seconds`` each; 1 until both are measured."""
+    if not gap or not seconds:
+        return 1
+    return max(1, math.ceil(gap / (GAP_SHARE * seconds)))
+
+
+def worker_gap(spans: list[tuple[int | str, float, float]]) -> float | None:
+    """Median idle time between consecutive Tune trials of one worker, from (worker, start, end) of packs."""
+    last: dict = {}
+    gaps = []
+    for worker, start, end in sorted(spans, key=lambda s: s[1]):
+        if worker in last and start >= last[worker]:
+            gaps.append(start - last[worker])
+        last[worker] = max(end, last.get(worker, end))
+    return statistics.median(gaps) if gaps else None
+
+
+def run_pack(members: list[dict], run: Callable[[dict], dict], report=None) -> dict:
+    """Run every member of a pack in turn (``run(member)`` → a TrialResult dict); the Tune result that carries
+    them: each member's result or error, with its own start and end (wall clock of the worker). A pack of one
+    raises its trial's error (Tune retries or records it); in a larger pack one trial's error is its own."""
+    out, begin = [], time.time()
+    for member in members:
+        started, entry = time.time(), {}
+        try:
+            entry["result"] = run(member)
+        except Exception as err:
+            if len(members) == 1:
+                raise
+            entry["error"] = "".join(traceback.format_exception_only(err)).strip().splitlines()[-1][:2000]
+        out.append({**entry, "started": started, "ended": time.time()})
+    objectives = [e["result"][METRIC] for e in out if e.get("result") and e["result"].get(METRIC) is not None]
+    return {PACK: out, FINAL: True, METRIC: min(objectives, default=math.inf), "pack_started": begin,
+            "pack_ended": time.time()}
+
+
+def members(config: dict) -> list[dict]:
+    """The trials of a Tune trial's config."""
+    return config["pack"]
+
+
+class PackSearch(CellSearch):
+    """CellSearch whose suggestions are packs of trials of distinct cells (see the module docstring); the
+    searcher's concurrency gate counts Tune trials (packs), not the trials inside them."""
+
+    def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = (), pack: int = 0):
+        super().__init__(cells, search, finished)
+        self.pack = 1 if search["pruner"] != "none" else pack
+        self.packs: dict[str, list[str]] = {}
+        self.spans: list[tuple[int | str, float, float]] = []  # (worker pid, start, end) of finished packs
+        self.seconds: list[float] = []                         # wall time of finished trials on their worker
+
+    def in_flight(self) -> int:
+        return len(self.packs)
+
+    def size(self, open_cells: int) -> int:
+        """Trials for the next pack: ray.pack, or auto (module docstring), at most one per open cell and no more
+        than spreads the remaining trials over the live packs allowed."""
+        want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
+                                      if self.seconds else None)
+        allowed = max(self.limit() if self.limit else 1, 1)
+        return max(1, min(want, open_cells, math.ceil(self.remaining() / allowed)))
+
+    def propose(self, trial_id: str, open_cells: list[int]) -> dict:
+        picks: list[dict] = []
+        for i in range(self.size(len(open_cells))):
+            cells = [c for c in open_cells if len(self.used[c]) < self.budget[c]
+                     and c not in {p["cell_index"] for p in picks}]
+            if not cells:
+                break
+            picks.append(super().propose(f"{trial_id}.{i}", cells))
+        self.packs[trial_id] = [f"{trial_id}.{i}" for i in range(len(picks))]
+        return {"pack": picks}
+
+    def report(self, trial_id: str, value: float, step: int) -> bool:
+        return super().report(f"{trial_id}.0", value, step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        entries = (result or {}).get(PACK) or []
+        if result and result.get("pack_started") and entries and entries[0].get("result"):
+            self.spans.append((entries[0]["result"].get("pid"), result["pack_started"], result["pack_ended"]))
+        for i, sub in enumerate(self.packs.pop(trial_id, [])):
+            entry = entries[i] if i < len(entries) else {}
+            if entry.get("result"):
+                self.seconds.append(entry["ended"] - entry["started"])
+                super().on_trial_complete(sub, {**entry["result"], FINAL: True})
+            else:  # failed, or (a pack of one) pruned: Tune's last result is its last intermediate report
+                super().on_trial_complete(sub, None if entries else result, error or bool(entries))

@@ -1,0 +1,32 @@
+"""The tracking writer's MLflow calls run in a child process, so their CPU is not the driver's (real SQLite store)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from orthoscale.study.tracking import Tracker, TrackingWriter
+
+
+def record(key: str, **extra) -> dict:
+    return {"key": key, "cell": "depth=2", "rerun": "python -m orthoscale rerun", "status": "FINISHED",
+            "lr": 0.1, "trial_number": 0, "cfg": {"model": {"depth": 2}}, "started": 1.0, "ended": 2.0,
+            "result": {"outcome": "converged", "objective": 0.5, "steps": 10, "curve_steps": [0, 5, 10],
+                       "curves": {"rel_excess": [1.0, 0.1, 0.01]}}, **extra}
+
+
+def test_child_runs_are_logged_by_a_process_once_each_and_failures_are_counted(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "writer")
+    parent, _ = tracker.open_parent("s", params={}, tags={})
+    writer = TrackingWriter(tracker, parent, "s", retries=1)
+    assert writer.remote is not None and writer.remote.proc.poll() is None
+    for rec in (record("a"), record("b"), record("a"), record("bad", cfg=None)):
+        writer.submit(rec)
+    writer.close()
+    assert writer.logged == 2 and writer.failed == ["bad"] and writer.remote.proc.poll() == 0
+    assert tracker.logged_trials(parent) == {"a", "b"}
+
+
+def test_the_logging_process_loads_no_torch():
+    code = "import sys, orthoscale.study.tracking; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
