@@ -8,7 +8,8 @@ import pytest
 
 from orthoscale import stiefel
 from orthoscale.study.config import (TRACKING_SCHEMES, Config, ConfigError, MnistData, TeacherData, get_path,
-                                     leaf_keys, markdown_table, set_path, to_dict, upgrade, validate, widths)
+                                     leaf_keys, set_path, to_dict, upgrade, validate, widths)
+from orthoscale.study.keytable import markdown_table
 
 DEFAULTS = to_dict(Config())
 

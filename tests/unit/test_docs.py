@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orthoscale.study.compose import plan
-from orthoscale.study.config import Config, MnistData, TeacherData, leaf_keys, markdown_table, to_dict
+from orthoscale.study.config import Config, MnistData, TeacherData, leaf_keys, to_dict
+from orthoscale.study.keytable import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
