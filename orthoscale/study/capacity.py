@@ -32,7 +32,7 @@ class Capacity:
     tell an autoscaler there is more work; with one slot there are none, so a study at concurrency 1
     proposes each μ after the previous trial ended (deterministic)."""
 
-    def __init__(self, spec: RayCfg, resources: Callable[[], dict], refresh: float = 2.0):
+    def __init__(self, spec: RayCfg, resources: Callable[[], dict], refresh: float):
         self.spec, self.resources, self.refresh = spec, resources, refresh
         self.read_at, self.current, self.most = -math.inf, 0, 0
 

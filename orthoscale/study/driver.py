@@ -162,7 +162,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                           "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
-    searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack)
+    searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack, cfg.ray.pack_gap)
     phases = Phases()
     with ThreadPoolExecutor(1) as pool:  # MLflow's store opens while Ray starts (both take seconds)
         opening = pool.submit(phases.timed("tracking_open", _open_tracking), cfg, name, overrides, cells, out) \
@@ -265,7 +265,7 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
     from .progress import Progress
     from .runner import Recorder, run_tuner, worker_hosts
 
-    capacity = Capacity(cfg.ray, ray.cluster_resources)
+    capacity = Capacity(cfg.ray, ray.cluster_resources, cfg.ray.refresh)
     hosts_before = worker_hosts()
     done_before: dict[int, int] = {}
     for rec in finished:

@@ -8,7 +8,7 @@ report back to the driver); a driver killed mid-pack reruns it on resume, as it 
 
 Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost as the idle gap a worker sees between two
 Tune trials (the median over the study so far) and packs enough trials that the gap stays under
-:data:`GAP_SHARE` of a pack's compute — trials of seconds run unpacked, trials of milliseconds in packs of
+``ray.pack_gap`` of a pack's compute — trials of seconds run unpacked, trials of milliseconds in packs of
 up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
 """
 from __future__ import annotations
@@ -24,15 +24,14 @@ from .results import FINAL
 from .search import METRIC, CellSearch
 
 PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
-GAP_SHARE = 0.05          # auto: Tune's per-trial gap ≤ this share of a pack's compute
 
 
-def auto_size(gap: float | None, seconds: float | None) -> int:
-    """Trials per pack that keep a per-Tune-trial ``gap`` (s) under GAP_SHARE of the pack's compute, trials of
-    ``seconds`` each; 1 until both are measured."""
+def auto_size(gap: float | None, seconds: float | None, share: float = 0.05) -> int:
+    """Trials per pack that keep a per-Tune-trial ``gap`` (s) under ``share`` (ray.pack_gap) of the pack's
+    compute, trials of ``seconds`` each; 1 until both are measured."""
     if not gap or not seconds:
         return 1
-    return max(1, math.ceil(gap / (GAP_SHARE * seconds)))
+    return max(1, math.ceil(gap / (share * seconds)))
 
 
 def worker_gap(spans: list[tuple[int | str, float, float]]) -> float | None:
@@ -74,9 +73,11 @@ class PackSearch(CellSearch):
     """CellSearch whose suggestions are packs of trials of distinct cells (see the module docstring); the
     searcher's concurrency gate counts Tune trials (packs), not the trials inside them."""
 
-    def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = (), pack: int = 0):
+    def __init__(self, cells: list[Cell], search: dict, finished: list[dict] = (), pack: int = 0,
+                 gap_share: float = 0.05):
         super().__init__(cells, search, finished)
         self.pack = 1 if search["pruner"] != "none" else pack
+        self.gap_share = gap_share
         self.packs: dict[str, list[str]] = {}
         self.spans: list[tuple[int | str, float, float]] = []  # (worker pid, start, end) of finished packs
         self.seconds: list[float] = []                         # wall time of finished trials on their worker
@@ -88,7 +89,7 @@ class PackSearch(CellSearch):
         """Trials for the next pack: ray.pack, or auto (module docstring), at most one per open cell and no more
         than spreads the remaining trials over the live packs allowed."""
         want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
-                                      if self.seconds else None)
+                                      if self.seconds else None, self.gap_share)
         allowed = max(self.limit() if self.limit else 1, 1)
         return max(1, min(want, open_cells, math.ceil(self.remaining() / allowed)))
 
