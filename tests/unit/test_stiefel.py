@@ -276,3 +276,25 @@ def test_cayley_batch_of_large_matrices(n, p, gen):
     R32 = stiefel.retract(W.to(F32), xi.to(F32), "cayley")
     assert R32.dtype == F32 and float(stiefel.orthonormality_error(R32).max()) <= 1e-4
     assert float((R32.double() - R).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("shape_c,shape_a,shape_b", [((5, 4), (5, 3), (3, 4)),
+                                                     ((2, 3, 5, 4), (2, 3, 5, 3), (2, 3, 3, 4)),
+                                                     ((6, 5, 4), (5, 3), (6, 3, 4))])
+def test_add_product_is_c_plus_alpha_ab(shape_c, shape_a, shape_b, gen):
+    """One GEMM call for equal leading dimensions, the plain sum where they broadcast: C + αAB either way."""
+    g = gen(41)
+    C, A, B = (torch.randn(s, generator=g, dtype=F64) for s in (shape_c, shape_a, shape_b))
+    out = stiefel.add_product(C, A, B, -0.5)
+    assert out.shape == C.shape
+    assert float((out - (C - 0.5 * (A @ B))).abs().max()) <= 1e-14
+
+
+def test_gram_error_and_projection_match_their_formulas(gen):
+    g = gen(42)
+    W = torch.randn(3, 7, 4, generator=g, dtype=F64)
+    Z = torch.randn(3, 7, 4, generator=g, dtype=F64)
+    assert float((stiefel.gram_error(W) - (W.mT @ W - torch.eye(4, dtype=F64))).abs().max()) <= 1e-14
+    assert float((stiefel.project(W, Z) - (Z - W @ stiefel.sym(W.mT @ Z))).abs().max()) <= 1e-13
+    rows = torch.randn(3, 4, 7, generator=g, dtype=F64).mT  # a transposed (row-orientation) view
+    assert float((stiefel.project(rows, Z) - (Z - rows @ stiefel.sym(rows.mT @ Z))).abs().max()) <= 1e-13
