@@ -67,17 +67,28 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
             continue
         if F is not None and opt.retraction in ("polar", "qr"):
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
-            A = eye - lr_orth * (F.M - F.M.mT) / 2
-            if opt.retraction == "polar":
-                size = (F.chunks.slots,) + tuple(B.shape[1:])
-                scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
-                out.append(stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None,
-                                                  scratch=scratch))
-            else:  # W + ξ = C_j A C_{j−1}ᵀ: neither the gradient nor its projection is formed
-                out.append(to_tall(stiefel.qr_q(to_tall(F.chunks.sandwich(A), arch)), arch))
+            out.append(framed_update(F, eye - lr_orth * (F.M - F.M.mT) / 2, B, n, opt.retraction, arch, ws))
             continue
         G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)
         xi = -lr_orth * stiefel.project(V, GV)
         out.append(to_tall(stiefel.retract(V, xi, opt.retraction), arch))
     return out
+
+
+def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction: str, arch: Architecture,
+                  ws: Workspace | None) -> torch.Tensor:
+    """Block ``n`` (B, in its frame F) retracted from W_i + ξ_i = C_j A C_{j−1}ᵀ: polar, C_j polar(A) C_{j−1}ᵀ;
+    qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed). With ``ws`` the
+    temporaries and the result are its buffers (the QR's column-major, as LAPACK writes them in place)."""
+    size = (F.chunks.slots,) + tuple(B.shape[1:])
+    scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
+    if retraction == "polar":
+        return stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None, scratch=scratch)
+    X = to_tall(F.chunks.sandwich(A, scratch), arch)
+    bufs = None
+    if ws:  # Q in the other iterate buffer, R in the sandwich's first scratch (free again), both column-major
+        R = scratch[0].view(-1)[:X.numel()].view(X.shape)
+        bufs = (ws.other(("next_qr", n), to_tall(B, arch).mT).mT, R.mT)
+    return to_tall(stiefel.qr_q(X, out=bufs), arch)
+

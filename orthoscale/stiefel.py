@@ -56,12 +56,15 @@ def random_point(n: int, p: int, *batch: int, generator: torch.Generator | None 
     return qr_q(G)
 
 
-def qr_q(A: torch.Tensor) -> torch.Tensor:
-    """Q of the QR decomposition A = QR with diag(R) > 0 (the unique such Q when A has full column rank)."""
-    Q, R = torch.linalg.qr(A)
+def qr_q(A: torch.Tensor, *, out: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Q of the QR decomposition A = QR with diag(R) > 0 (the unique such Q when A has full column rank).
+
+    ``out``: buffers for Q and R; column-major ones (the ``.mT`` of contiguous stacks, as LAPACK works)
+    are written in place, so that a large stack takes no fresh memory. The signs are fixed in place."""
+    Q, R = torch.linalg.qr(A, out=out)
     signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return Q * signs.unsqueeze(-2)
+    return Q.mul_(signs.unsqueeze(-2))
 
 
 def polar_svd(A: torch.Tensor) -> torch.Tensor:

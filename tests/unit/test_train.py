@@ -73,10 +73,11 @@ def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
 
 @pytest.mark.parametrize("retraction", ["polar", "qr"])
 @pytest.mark.parametrize("widths", [(70,) * 6, (5,) * 101])  # framed runs: sequential and chunked prefixes
-def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, gen):
+@pytest.mark.parametrize("orientation", network.ORIENTATIONS)  # the QR writes column-major buffers
+def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, orientation, gen):
     """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
     (the caller's, then the workspace's two buffers in turn) is never written."""
-    arch = Architecture(widths, "first")
+    arch = Architecture(widths, "first", orientation)
     prob, blocks = problem_and_start(arch, gen(7), samples=80)
     opt, ws = Optimizer(0.3, retraction=retraction), Workspace()
     fresh, reused = blocks, blocks
