@@ -188,11 +188,24 @@ class Chain:
         (None, Frame) with M = C_kᵀ aboveᵀ K belowᵀ, so that G_i = C_j M C_{j−1}ᵀ (Frame.gradient)."""
         F = self.frames[b]
         if F is None:
-            return self.S(b).mT @ K @ self.T(b).mT, None
+            return (self._short_gradient(b, K) if self.inner[b].shape[0] <= 2
+                    else self.S(b).mT @ K @ self.T(b).mT), None
         lo, hi = self.below[b], self.above[b]
         M = F.chunks.last().mT @ (K if hi is None else hi.mT @ K)
         M = M if lo is None else M @ lo.mT
         return None, Frame(F.prefixes, M)
+
+
+    def _short_gradient(self, b: int, K: torch.Tensor) -> torch.Tensor:
+        """G_i = S_iᵀ K T_iᵀ layer by layer for a block of k ≤ 2, without the factors that are the identity
+        (T_i of its first layer with nothing below, S_i of its last with nothing above): at N = 2 the
+        gradient of W_2 is K itself, not I·K·I (two d³ products in a step of a few)."""
+        S, T, k = self.S(b), self.T(b), self.inner[b].shape[0]
+        grads = []
+        for i in range(k):
+            G = K if i == k - 1 and self.above[b] is None else S[i].mT @ K
+            grads.append(G if i == 0 and self.below[b] is None else G @ T[i].mT)
+        return torch.stack(grads)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:

@@ -46,14 +46,15 @@ def useful_flops(N: int, d: int, d0: int, n_it: int, n_frame: int, sxx: bool) ->
     k > 2 (the run is framed, network.Frame): prefixes C_j by one sequential chain   k − 1   d³-products
       M = C_kᵀ·K, then per layer C_j·R, ·C_{j−1}ᵀ and one Newton–Schulz step (2)       1 + 4k  d³-products
       R = polar(I − (μ/s²) skew M) by Newton–Schulz, n_frame iterations on one d×d      2 n_frame
-    k ≤ 2 (per layer): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k, projection 2k,
+    k ≤ 2 (per layer): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k − 2 (T_1 = S_k = I
+      are not multiplied), projection 2k,
       n Newton–Schulz iterations of the polar retraction 2nk (n measured at this iterate, ns_iterations).
     Elementwise work, norms, eigvalsh and the d×d SVD are not counted, so GF/s under-reports the work slightly.
     What the implementation executes (scans do redundant products; the check of orthogonality) is counted
     separately by torch.utils.flop_counter: column 'exec/useful'.
     """
     k = N - 1
-    cubes = (k - 1) + 1 + 4 * k + 2 * n_frame if k > 2 else 2 * max(k - 1, 0) + 4 * k + 2 * n_it * k
+    cubes = (k - 1) + 1 + 4 * k + 2 * n_frame if k > 2 else 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
     return 2 * d ** 3 * cubes + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
 
 

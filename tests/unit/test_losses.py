@@ -11,7 +11,7 @@ from orthoscale.network import Architecture
 
 F64 = torch.float64
 ARCHS = [((5, 6, 6, 6, 8, 8, 9), "columns"), ((9, 8, 8, 6, 6, 5), "rows"), ((6,) * 5, "columns"),
-         ((4, 7), "columns")]
+         ((4, 7), "columns"), ((5, 6, 6), "columns"), ((7, 6, 6, 6), "rows")]  # last two: one short block
 FREE = ["first", "last", "none"]
 
 
