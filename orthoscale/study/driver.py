@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -275,6 +276,7 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
     attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     recorder = Recorder(cells, store, writer, prefix, attempt)
+    threading.Thread(target=report.warm_plots, name="orthoscale-plots", daemon=True).start()  # idle driver
     run_tuner(cells, searcher, cfg.ray, name=attempt, storage=state / "ray", callbacks=[recorder, progress],
               verbose=cfg.study.verbose, capacity=capacity, arrays=arrays)
     progress.finish()
