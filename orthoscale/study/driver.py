@@ -23,7 +23,6 @@ from .cells import Cell
 from .config import Config, ConfigError, to_dict, validate
 from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
                         tracking_uri, with_data_root)
-from .pack import PackSearch
 from .store import ResultStore
 from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
@@ -163,6 +162,13 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                           "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
+    starting = None
+    if run_trials and may_have_trials(cells, finished):  # Ray starts while Tune and MLflow load (seconds each)
+        from .cluster import RayStart
+
+        starting = RayStart(cfg.ray, cfg.study.verbose)
+    from .pack import PackSearch
+
     searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack, cfg.ray.pack_gap)
     phases = Phases()
     with ThreadPoolExecutor(1) as pool:  # MLflow's store opens while Ray starts (both take seconds)
@@ -170,9 +176,10 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
             if cfg.tracking.enabled else None
         try:
             if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before any starts
-                from .runner import check_resources, connect
+                from .cluster import RayStart, check_resources
 
-                phases.timed("ray_start", connect)(cfg.ray, cfg.study.verbose)
+                starting = starting or RayStart(cfg.ray, cfg.study.verbose)
+                phases["ray_start"] = phases.timed("ray_wait", starting.wait)()
                 check_resources(cfg.ray, cells)
         except ConfigError:
             tracker, parent = opening.result() if opening else (None, None)
@@ -206,6 +213,14 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                        writer.failed + ([] if synced or not cfg.tracking.enabled else ["<parent report>"]),
                        experiment_name(cfg), fanout,
                        first_error(records))
+
+
+def may_have_trials(cells: list[Cell], finished: list[dict]) -> bool:
+    """Whether a cell has fewer recorded trials than search.trials (a cheap upper bound: the searcher decides)."""
+    done: dict[int, int] = {}
+    for rec in finished:
+        done[rec["cell_index"]] = done.get(rec["cell_index"], 0) + 1
+    return any(done.get(c.index, 0) < c.cfg.search.trials for c in cells)
 
 
 def first_error(records: list[dict]) -> str | None:
@@ -264,7 +279,8 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
 
     from .capacity import Capacity, fanout_summary
     from .progress import Progress
-    from .runner import Recorder, run_tuner, worker_hosts
+    from .cluster import worker_hosts
+    from .runner import Recorder, run_tuner
 
     capacity = Capacity(cfg.ray, ray.cluster_resources, cfg.ray.refresh)
     hosts_before = worker_hosts()
