@@ -66,8 +66,17 @@ class StudyResult:
     failed_all: str | None = None   # the first error, when every trial of the study failed
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start and imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 class Phases(dict):
-    """Seconds a study spent in each of its phases (report/phases.json): where its fixed cost goes."""
+    """Seconds a study spent in each of its phases (report/phases.json): where its fixed cost goes. startup:
+    from the process's start to the study's (imports, composing the configs); setup: from there to its first
+    trial (Ray's start, of which ray_wait was waited for, the tracking store, the searcher)."""
 
     def timed(self, name: str, fn):
         """``fn`` that adds its wall seconds to ``name`` and the driver's CPU seconds (all threads) to name.cpu."""
@@ -147,6 +156,7 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
 def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout,
               run_trials: bool = True) -> StudyResult:
     """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
+    began, phases = time.perf_counter(), Phases(startup=process_age())
     state = state_dir(cfg)
     overrides = redact(list(overrides))
     cells = [Cell(c.index, c.values, c.settings, validate(redact(with_data_root(c.config)))) for c in cells]
@@ -170,7 +180,6 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     from .pack import PackSearch
 
     searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack, cfg.ray.pack_gap)
-    phases = Phases()
     with ThreadPoolExecutor(1) as pool:  # MLflow's store opens while Ray starts (both take seconds)
         opening = pool.submit(phases.timed("tracking_open", _open_tracking), cfg, name, overrides, cells, out) \
             if cfg.tracking.enabled else None
@@ -194,7 +203,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
           f"{f', {len(finished)} already done' if finished else ''} · MLflow {redact(tracking_uri(cfg))}",
           file=out, flush=True)
-    fanout = None
+    fanout, phases["setup"] = None, time.perf_counter() - began
     if searcher.remaining() and run_trials:
         fanout = phases.timed("trials", _fan_out)(cfg, cells, searcher, store, writer, overrides, name, state,
                                                   finished, arrays, out)
