@@ -248,7 +248,7 @@ def _orthogonal_square(B: torch.Tensor) -> bool:
     k, d = B.shape[0], B.shape[-1]
     if k <= 2 or B.shape[-2] != d:
         return False
-    U = (B.reshape(k * d, d) @ _probes(d, B.dtype, B.device)).view(k, d, PROBES)
+    U = B @ _probes(d, B.dtype, B.device)  # folded into one (kd × d) product; no copy of a strided B (a QR's Q)
     lo, hi = torch.aminmax(U.square().sum(dim=1) - 1)
     return max(-float(lo), float(hi)) <= 16 * torch.finfo(B.dtype).eps * d
 
