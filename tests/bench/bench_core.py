@@ -38,7 +38,7 @@ LR = 0.1
 NOISE = 0.1
 
 
-def useful_flops(N: int, d: int, d0: int, n_it: int, n_frame: int, sxx: bool) -> int:
+def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool) -> int:
     """Matmul flops one fast-path RGD step needs, counted from the algorithm, not from the implementation.
 
     Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N.
@@ -55,7 +55,7 @@ def useful_flops(N: int, d: int, d0: int, n_it: int, n_frame: int, sxx: bool) ->
     """
     k = N - 1
     cubes = (k - 1) + 1 + 4 * k + 2 * n_frame if k > 2 else 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
-    return 2 * d ** 3 * cubes + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
+    return int(2 * d ** 3 * cubes) + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
 
 
 def main() -> None:
@@ -171,7 +171,8 @@ def main() -> None:
     print("geoopt: per-layer parameters, Stiefel(canonical=False), RiemannianSGD, loss by autograd on the samples")
     print("  (QR retraction, no s² balancing); geo@1k: the same at m = 1000, against the same fast time (m-free).")
     print("fast-qr: the fast step with optim.retraction=qr (spectral balance kept); geo@1k/qr: geo@1k over it.")
-    print("NS it: Newton–Schulz iterations a per-layer polar retraction takes at this iterate (the framed update,")
+    print("NS it: Newton–Schulz iterations a per-layer polar retraction takes at this iterate (a third-order last step")
+    print("  counts 1.5: three products); the framed update,")
     print("  N > 3, needs one d×d polar factor instead);")
     print("  pf/step: minor page faults per fast step (fresh pages from the kernel: temporaries > 32 MiB).")
     print("GF/s, %peak: the step's useful matmul flops (formula in useful_flops: sequential products, gradients,")

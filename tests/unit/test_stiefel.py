@@ -298,3 +298,20 @@ def test_gram_error_and_projection_match_their_formulas(gen):
     assert float((stiefel.project(W, Z) - (Z - W @ stiefel.sym(W.mT @ Z))).abs().max()) <= 1e-13
     rows = torch.randn(3, 4, 7, generator=g, dtype=F64).mT  # a transposed (row-orientation) view
     assert float((stiefel.project(rows, Z) - (Z - rows @ stiefel.sym(rows.mT @ Z))).abs().max()) <= 1e-13
+
+
+@pytest.mark.parametrize("scale", [1e-3, 3e-3])
+def test_newton_schulz_third_order_last_step(scale, gen):
+    """A start with tol < max|XᵀX − I| ≤ eps^{1/3} ends in one third-order step (three products, not the
+    four of two quadratic iterations) and is as accurate: the SVD polar factor to rounding."""
+    from torch.utils.flop_counter import FlopCounterMode
+    W, xi = point_and_tangent((3,), 9, 9, gen(43), F64, 1.0)
+    xi = scale * xi / torch.linalg.matrix_norm(xi)[..., None, None]
+    A = W + xi
+    err = float(stiefel.gram_error(A).abs().max())
+    assert 2 * torch.finfo(F64).eps ** 0.5 < err <= torch.finfo(F64).eps ** (1 / 3)
+    with FlopCounterMode(display=False) as fc:
+        X = stiefel.polar_newton_schulz(A, stiefel.tangent_scale(xi))
+    assert fc.get_total_flops() == 3 * 3 * 2 * 9 ** 3
+    assert float((X - stiefel.polar_svd(A)).abs().max()) <= 1e-14
+    assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
