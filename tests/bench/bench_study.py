@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -48,11 +49,11 @@ RAY_TMP = tempfile.mkdtemp(prefix="ob", dir="/tmp")  # short: Ray puts socket pa
 
 def sweep(args: list[str], state: Path) -> dict:
     """One study as a user runs it, in its own process (imports, Ray's start, MLflow, report): its figures."""
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, "-m", "orthoscale.sweep", *args, f"study.state_dir={state}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800,
                          env={**os.environ, "RAY_TMPDIR": RAY_TMP})
-    wall = time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode:
         raise RuntimeError(f"study failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     folder = next(state.glob("studies/*/results.jsonl")).parent
@@ -62,20 +63,21 @@ def sweep(args: list[str], state: Path) -> dict:
     return {"wall": wall, "recs": recs, "phases": json.loads((report / "phases.json").read_text()),
             "fanout": fanout, "folder": folder, "compute": sum(r["ended"] - r["started"] for r in recs),
             "train": sum((r["result"] or {}).get("seconds", 0) for r in recs),
-            "tune_trials": len({r["tune_trial_id"] for r in recs})}
+            "tune_trials": len({r["tune_trial_id"] for r in recs}),
+            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}  # all its processes
 
 
 def plain_optuna(cells, trials: int, lo: float, hi: float) -> float:
-    """Seconds of the hand loop: one Optuna study per cell, trials one after another in this process."""
+    """(wall, CPU) seconds of the hand loop: one Optuna study per cell, trials one after another in this process."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for cell in cells:
         s = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=cell.index,
                                                                                         n_startup_trials=4))
         s.optimize(lambda t: run_trial(cell.cfg, t.suggest_float("lr", lo, hi, log=True)).objective,
                    n_trials=trials)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def searcher_cpu(n_cells: int = 15, trials: int = 12) -> float:
@@ -179,7 +181,7 @@ def main():
              "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0"]
     a = sweep(small, tmp / "a")
     (_, _, cells), = plan(small)
-    plain = plain_optuna(cells, trials, 1e-3, 3.0)
+    plain, plain_cpu = plain_optuna(cells, trials, 1e-3, 3.0)
     thr_study, thr_plain = len(a["recs"]) / a["wall"], len(cells) * trials / plain
     ratio_a = thr_study / thr_plain
     no_ray = len(a["recs"]) / (a["wall"] - a["phases"].get("ray_start", 0)) / thr_plain
@@ -225,7 +227,12 @@ def main():
           f"command wall {default['wall']:.1f} s")
     median_a = statistics.median(r["result"]["seconds"] for r in a["recs"])
     print(f"A: {len(a['recs'])} small trials ({len(cells)} cells): study {a['wall']:.1f} s (Ray start "
-          f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial {1e3 * median_a:.0f} ms")
+          f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial "
+          f"{1e3 * median_a:.0f} ms\n"
+          f"   CPU: the study's processes {a['cpu']:.1f} s (its trials {a['compute']:.1f} s of worker time) against "
+          f"the hand loop's {plain_cpu:.1f} s: on {os.cpu_count()} cores the study needs ≥ "
+          f"{a['cpu'] / os.cpu_count():.1f} s of wall, so ≥ 1.3× would need ≤ {plain / 1.3 * os.cpu_count():.1f} s "
+          f"of CPU in all")
     print(f"B: {len(b['recs'])} trials of {b['compute'] / len(b['recs']):.2f} s in the worker "
           f"({b['train'] / len(b['recs']):.2f} s training, {steps} steps), trial phase "
           f"{span:.1f} s, {b['tune_trials']} Tune trials")
