@@ -25,8 +25,9 @@ WIDE = 64    # from this width on a d×d product costs more than a call: no scan
 def _doubling(W: torch.Tensor) -> torch.Tensor:
     """Inclusive prefix products along dim −3 (the stack), batched over any leading dims."""
     out, offset, k = W, 1, W.shape[-3]
+    mul = torch.bmm if W.dim() == 3 else torch.matmul  # bmm: no broadcasting views around the kernel
     while offset < k:
-        out = torch.cat([out[..., :offset, :, :], out[..., offset:, :, :] @ out[..., :-offset, :, :]], dim=-3)
+        out = torch.cat([out[..., :offset, :, :], mul(out[..., offset:, :, :], out[..., :-offset, :, :])], dim=-3)
         offset *= 2
     return out
 
@@ -118,9 +119,9 @@ def _chunked(W: torch.Tensor, stack: torch.Tensor | None, work: torch.Tensor | N
     stack[:pad] = torch.eye(d, dtype=W.dtype, device=W.device)
     stack[pad:] = W
     S, P = stack.view(n, CHUNK, d, d), work.view(CHUNK, n, d, d)  # P[t]: position t of every chunk
-    torch.bmm(S[:, 1], S[:, 0], out=P[1])
-    for t in range(2, CHUNK):
-        torch.bmm(S[:, t], P[t - 1], out=P[t])
+    prev = S[:, 0]
+    for S_t, P_t in zip(S.unbind(1)[1:], P.unbind(0)[1:]):  # one call for all views of a position
+        prev = torch.bmm(S_t, prev, out=P_t)
     S[:, 1:] = P[1:].transpose(0, 1)
     return Chunked(stack, prefix_products(S[:n - 1, -1], identity_first=True), pad)
 
