@@ -234,6 +234,31 @@ def test_polar_in_frame_removes_drift_of_the_frame(gen):
     assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
 
 
+@pytest.mark.parametrize("batch,n,p", SHAPES)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 5.0])
+def test_polar_eigh_equals_svd_polar(batch, n, p, scale, gen):
+    """A (AᵀA)^{−1/2} by one eigh: the polar factor of a point plus a tangent vector to 1e-12."""
+    W, xi = point_and_tangent(batch, n, p, gen(33), F64, scale)
+    Q = stiefel.polar_eigh(W + xi)
+    assert Q.shape == W.shape
+    assert float((Q - stiefel.polar_svd(W + xi)).abs().max()) <= 1e-12
+    check_polar(W + xi, Q, 1e-12)
+
+
+def test_newton_schulz_step_with_and_without_buffers(gen):
+    """X (3I − XᵀX)/2 against the formula to rounding, orthonormality error squared (≤ err² here); the
+    buffers' old contents (NaN here) are never read."""
+    g = gen(34)
+    X = stiefel.random_point(7, 7, 50, generator=g) + 1e-6 * torch.randn(50, 7, 7, generator=g, dtype=F64)
+    ref = X @ ((3 * torch.eye(7, dtype=F64) - X.mT @ X) / 2)
+    out, scratch = torch.full_like(X, float("nan")), torch.full_like(X, float("nan"))
+    got = stiefel.newton_schulz_step(X, out=out, scratch=scratch)
+    assert got.data_ptr() == out.data_ptr()
+    assert float((got - ref).abs().max()) <= 1e-15
+    assert torch.equal(stiefel.newton_schulz_step(X), got)
+    assert float(stiefel.orthonormality_error(got).max()) <= float(stiefel.orthonormality_error(X).max()) ** 2
+
+
 def test_newton_schulz_falls_back_to_svd(gen):
     """Matrices that have not converged after max_iter are redone by SVD (batched and single)."""
     g = gen(18)
