@@ -17,9 +17,10 @@ import torch
 
 from .workspace import Workspace, get
 
-CHUNK = 8    # chunk length of long stacks
+CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals are scanned by doubling alone
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
+BLOCK = 2 ** 16  # elements of a group of chunks (:meth:`Chunked.groups`): a few such stacks fit in L2
 
 
 def _doubling(W: torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,19 @@ class Chunked:
         rows = self._rows(self.L)
         X = rows @ self.B if out is None else torch.bmm(rows, self.B, out=self._rows(out))
         return X.view(self.L.shape)[self.pad - lead:]
+
+    def groups(self) -> list[tuple["Chunked", int, int]]:
+        """The chunks in consecutive groups of about ``BLOCK`` elements, as (part, q, j): ``part`` the
+        same prefixes restricted to slots q … q + part.slots − 1 (C_j = L[q] B[c] still holds there), j
+        the 0-based index of its first layer; a pass over the stack done group by group (every step on one
+        group before the next) keeps its temporaries in cache. One group when unchunked."""
+        if self.B is None:
+            return [(self, 0, 0)]
+        n = self.B.shape[0]
+        T = self.slots // n
+        per = max(1, BLOCK // (T * self.L[0].numel()))
+        return [(Chunked(self.L[c * T:(c + per) * T], self.B[c:c + per], self.pad if c == 0 else 0), c * T,
+                 max(0, c * T - self.pad)) for c in range(0, n, per)]
 
     def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, A (d, d), as L[q] (B[c] A B[c]ᵀ) L[q−1]ᵀ: one

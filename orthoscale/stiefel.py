@@ -115,14 +115,24 @@ def polar_in_frame(C: torch.Tensor | scan.Chunked, A: torch.Tensor, *, out: torc
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
     stack (:func:`polar_eigh`: AᵀA = I − S² has its eigenvalues in [1, 1 + ‖S‖²]). Rounding in C (≈ Σ of
     its layers' deviations from orthogonality) would grow step after step; one Newton–Schulz step
-    X(3I − XᵀX)/2 squares it away (:func:`newton_schulz_step`).
+    X(3I − XᵀX)/2 squares it away (:func:`newton_schulz_step`). Both passes run group by group of
+    chunks (scan.Chunked.groups), so that each group's X stays in cache between them.
     Written into ``out`` (k, d, d) if given, with two ``scratch`` buffers ((C.slots, d, d) for a
     scan.Chunked C, else (k, d, d)) instead of fresh temporaries.
     """
     chunks = C if isinstance(C, scan.Chunked) else scan.Chunked.whole(C)
-    X = chunks.sandwich(polar_eigh(A), scratch)
-    tmp = scratch[0].view(-1)[:X.numel()].view(X.shape) if scratch is not None else None
-    return newton_schulz_step(X, out=out, scratch=tmp)
+    P = polar_eigh(A)
+    k = chunks.slots - chunks.pad
+    if out is None:
+        out = torch.empty((k,) + tuple(P.shape), dtype=P.dtype, device=P.device)
+    if scratch is None:
+        scratch = tuple(torch.empty((chunks.slots,) + tuple(P.shape), dtype=P.dtype, device=P.device)
+                        for _ in range(2))
+    for part, q, j in chunks.groups():
+        bufs = tuple(b[q:q + part.slots] for b in scratch)
+        X = part.sandwich(P, bufs)  # bufs[0] is free again
+        newton_schulz_step(X, out=out[j:j + X.shape[0]], scratch=bufs[0][:X.shape[0]])
+    return out
 
 
 def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.Tensor:
