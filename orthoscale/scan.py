@@ -20,7 +20,7 @@ from .workspace import Workspace, get
 CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals are scanned by doubling alone
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
-BLOCK = 2 ** 16  # elements of a group of chunks (:meth:`Chunked.groups`): a few such stacks fit in L2
+BLOCK = 2 ** 17  # elements of a group of chunks (:meth:`Chunked.groups`): a few such stacks fit in L2
 
 
 def _doubling(W: torch.Tensor) -> torch.Tensor:
@@ -89,27 +89,33 @@ class Chunked:
         X = rows @ self.B if out is None else torch.bmm(rows, self.B, out=self._rows(out))
         return X.view(self.L.shape)[self.pad - lead:]
 
-    def groups(self) -> list[tuple["Chunked", int, int]]:
-        """The chunks in consecutive groups of about ``BLOCK`` elements, as (part, q, j): ``part`` the
-        same prefixes restricted to slots q … q + part.slots − 1 (C_j = L[q] B[c] still holds there), j
-        the 0-based index of its first layer; a pass over the stack done group by group (every step on one
-        group before the next) keeps its temporaries in cache. One group when unchunked."""
+    def groups(self) -> list[tuple["Chunked", int, int, slice]]:
+        """The chunks in consecutive groups of about ``BLOCK`` elements, as (part, q, j, cs): ``part`` the
+        same prefixes restricted to slots q … q + part.slots − 1 and chunks ``cs`` (C_j = L[q] B[c] still
+        holds there), j the 0-based index of its first layer. A pass over the stack done group by group
+        (every step on one group before the next) keeps its temporaries in cache. One group when unchunked."""
         if self.B is None:
-            return [(self, 0, 0)]
+            return [(self, 0, 0, slice(None))]
         n = self.B.shape[0]
         T = self.slots // n
         per = max(1, BLOCK // (T * self.L[0].numel()))
         return [(Chunked(self.L[c * T:(c + per) * T], self.B[c:c + per], self.pad if c == 0 else 0), c * T,
-                 max(0, c * T - self.pad)) for c in range(0, n, per)]
+                 max(0, c * T - self.pad), slice(c, c + per)) for c in range(0, n, per)]
 
-    def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def middles(self, A: torch.Tensor) -> torch.Tensor:
+        """B[c] A B[c]ᵀ (n, d, d) for every chunk c; A itself (d, d) when unchunked."""
+        return A if self.B is None else torch.bmm(torch.matmul(self.B, A), self.B.mT)
+
+    def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                 middles: torch.Tensor | None = None) -> torch.Tensor:
         """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, A (d, d), as L[q] (B[c] A B[c]ᵀ) L[q−1]ᵀ: one
         (T·d × d)·(d × d) product per chunk, then one batched product by the slot before (I at a chunk's
-        first slot). With ``bufs`` (two (n·T, d, d)) the result is a view of the second; the first is free
-        again on return."""
+        first slot). ``middles``: :meth:`middles` of A when already formed. With ``bufs`` (two (n·T, d, d))
+        the result is a view of the second; the first is free again on return."""
         b0, b1 = bufs if bufs is not None else (None, None)
-        R = A if self.B is None else torch.bmm(torch.matmul(self.B, A), self.B.mT)  # B[c] A B[c]ᵀ per chunk
-        Y = torch.matmul(self._rows(self.L), R, out=None if b0 is None else self._rows(b0)).view(self.L.shape)
+        R = self.middles(A) if middles is None else middles
+        mul = torch.bmm if R.dim() == 3 else torch.matmul
+        Y = mul(self._rows(self.L), R, out=None if b0 is None else self._rows(b0)).view(self.L.shape)
         Z = torch.bmm(Y[1:], self.L[:-1].mT, out=None if b1 is None else b1[1:])
         Z = torch.cat([Y[:1], Z]) if b1 is None else b1
         T = self.L.shape[0] // self._rows(self.L).shape[0]

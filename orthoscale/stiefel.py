@@ -128,9 +128,10 @@ def polar_in_frame(C: torch.Tensor | scan.Chunked, A: torch.Tensor, *, out: torc
     if scratch is None:
         scratch = tuple(torch.empty((chunks.slots,) + tuple(P.shape), dtype=P.dtype, device=P.device)
                         for _ in range(2))
-    for part, q, j in chunks.groups():
+    R = chunks.middles(P)
+    for part, q, j, cs in chunks.groups():
         bufs = tuple(b[q:q + part.slots] for b in scratch)
-        X = part.sandwich(P, bufs)  # bufs[0] is free again
+        X = part.sandwich(P, bufs, middles=R[cs])  # bufs[0] is free again
         newton_schulz_step(X, out=out[j:j + X.shape[0]], scratch=bufs[0][:X.shape[0]])
     return out
 
