@@ -124,26 +124,41 @@ class Chunked:
 
 
 def _chunked(W: torch.Tensor, stack: torch.Tensor | None, work: torch.Tensor | None) -> Chunked:
-    """The :class:`Chunked` prefixes of W (k, d, d) in chunks of CHUNK, after pad = n·CHUNK − k ≥ 1
-    identities: CHUNK − 1 batched products give every chunk's prefixes, a scan of the n chunk totals
-    gives B. ``stack`` (the padded stack, then the prefixes in slot order) and ``work`` ((n·CHUNK, d, d)
-    each) are buffers or None. Every product writes a contiguous stack (a strided ``out`` would make
-    torch.bmm loop over the batch one matrix at a time): ``work`` holds one chunk position at a time for
-    all chunks, copied into slot order at the end.
+    """The :class:`Chunked` prefixes of W (k, d, d) in chunks of T = CHUNK, after pad = n·T − k ≥ 1
+    identities: T − 1 batched products give every chunk's prefixes, a scan of the n chunk totals gives B.
+    ``work`` holds the prefixes position-major (P[t, c]: slot t of chunk c), each product reading one
+    position of every chunk straight from W (a strided view: slot c·T + t is W[c·T + t − pad]) and writing
+    one contiguous stack (a strided ``out`` would make torch.bmm loop over the batch one matrix at a time);
+    ``stack`` then takes them in slot order. Both (n·T, d, d), buffers or None.
     """
     k, d = W.shape[0], W.shape[-1]
-    n = -(-(k + 1) // CHUNK)
-    pad = n * CHUNK - k
-    size = (n * CHUNK, d, d)
-    stack, work = (torch.empty(size, dtype=W.dtype, device=W.device) if B is None else B for B in (stack, work))
-    stack[:pad] = torch.eye(d, dtype=W.dtype, device=W.device)
-    stack[pad:] = W
-    S, P = stack.view(n, CHUNK, d, d), work.view(CHUNK, n, d, d)  # P[t]: position t of every chunk
-    prev = S[:, 0]
-    for S_t, P_t in zip(S.unbind(1)[1:], P.unbind(0)[1:]):  # one call for all views of a position
-        prev = torch.bmm(S_t, prev, out=P_t)
-    S[:, 1:] = P[1:].transpose(0, 1)
-    return Chunked(stack, prefix_products(S[:n - 1, -1], identity_first=True), pad)
+    T = CHUNK
+    n = -(-(k + 1) // T)
+    pad = n * T - k
+    stack, work = (torch.empty((n * T, d, d), dtype=W.dtype, device=W.device) if B is None else B
+                   for B in (stack, work))
+    P = work.view(T, n, d, d)
+    P[:pad, 0] = torch.eye(d, dtype=W.dtype, device=W.device)  # chunk 0 up to slot t < pad: identities
+    late, early = _positions(W, T, 0, T - pad, n), _positions(W, T, T - pad, pad, n - 1)
+    P[0, 1:] = early[0]
+    Ps = P.unbind(0)
+    for t in range(1, T):  # slot t of every chunk from W; chunk 0 enters W at slot pad
+        if t >= pad:
+            torch.bmm(late[t - pad], Ps[t - 1], out=Ps[t])
+        else:
+            torch.bmm(early[t], Ps[t - 1][1:], out=Ps[t][1:])
+    stack.view(n, T, d, d).copy_(P.transpose(0, 1))
+    return Chunked(stack, prefix_products(P[-1, :n - 1], identity_first=True), pad)
+
+
+def _positions(W: torch.Tensor, T: int, first: int, count: int, chunks: int) -> tuple[torch.Tensor, ...]:
+    """Views V_0 … V_{count−1} of W (k, d, d), V_t (chunks, d, d) = W[first + t], W[first + t + T], …:
+    slot t of consecutive chunks of T, for every t at once (one strided view, unbound)."""
+    W = W.contiguous()
+    d2 = W.shape[-1] * W.shape[-2]
+    view = W.as_strided((count, chunks) + tuple(W.shape[1:]), (d2, T * d2) + W.stride()[1:],
+                        W.storage_offset() + first * d2)
+    return view.unbind(0)
 
 
 def frame_prefixes(W: torch.Tensor, *, ws: Workspace | None = None, name: object = "frame") -> Chunked:
