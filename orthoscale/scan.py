@@ -1,13 +1,13 @@
 """Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in few batched calls.
 
-Matrices of width ≥ ``WIDE``: one product after the other (k − 1 matmuls, no redundant work; each
-product is large enough to keep the cores busy). Narrower stacks of up to ``SHORT``: Hillis–Steele doubling
-(after the round with offset o, entry j holds the product of the min(j+1, 2o) matrices ending at j;
-⌈log₂k⌉ calls). Longer narrow stacks are cut into n chunks of ``CHUNK`` consecutive matrices (identities
-in front fill the first): CHUNK − 1 batched products run the prefixes of all chunks at once and the
-prefixes of the n chunk totals come from the same scan (:class:`Chunked`); one batched product per chunk
-position continues every chunk from those before it where all prefixes are needed (k + O(k/CHUNK)
-matmuls, 2k with the continuation, in CHUNK + O(log k) calls).
+Matrices of width ≥ ``WIDE`` (≥ ``MID`` in stacks of up to ``SHORT``): one product after the other
+(k − 1 matmuls, no redundant work; each product is large enough to keep the cores busy). Narrower stacks
+of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the product of
+the min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Longer narrow stacks are cut into n chunks of
+``CHUNK`` consecutive matrices (identities in front fill the first): CHUNK − 1 batched products run the
+prefixes of all chunks at once and the prefixes of the n chunk totals come from the same scan
+(:class:`Chunked`); one batched product per chunk position continues every chunk from those before it
+where all prefixes are needed (k + O(k/CHUNK) matmuls, 2k with the continuation, in CHUNK + O(log k) calls).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from .workspace import Workspace, get
 CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals are scanned by doubling alone
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
+MID = 16     # from this width on a short stack (≤ SHORT) is chained too: doubling's ⌈log₂k⌉-fold products
+             # cost more than the calls they save (the n ≤ SHORT chunk totals of a long stack, above all)
 BLOCK = 2 ** 17  # elements of a group of chunks (:meth:`Chunked.groups`): a few such stacks fit in L2
 
 
@@ -40,8 +42,9 @@ def _sequential(W: torch.Tensor, lead: int, out: torch.Tensor | None) -> torch.T
     if lead:
         out[0] = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
     out[lead] = W[0]
+    Ws, outs = W.unbind(0), out.unbind(0)  # all views in two calls
     for j in range(1, W.shape[0]):
-        torch.mm(W[j], out[lead + j - 1], out=out[lead + j])
+        torch.mm(Ws[j], outs[lead + j - 1], out=outs[lead + j])
     return out
 
 
@@ -178,7 +181,7 @@ def prefix_products(W: torch.Tensor, *, identity_first: bool = False, ws: Worksp
     of its buffers under ``name`` (valid until their next use)."""
     k, d = W.shape[0], W.shape[-1]
     lead = int(identity_first)
-    if d >= WIDE:
+    if d >= WIDE or (d >= MID and k + lead <= SHORT):
         return _sequential(W, lead, get(ws, name, (lead + k, d, d), W))
     if k + lead > SHORT:
         size = (-(-(k + 1) // CHUNK) * CHUNK, d, d)
