@@ -7,7 +7,8 @@ P-space: the nonzero eigenvalues λ_j of D·P_T·H are those of the symmetric PS
 Rates: error ρ(μ) = max_j |1 − μλ_j|; loss (what rates.fit_rate measures on rel_excess) ρ(μ)²;
   μ_opt = 2/(λ_min + λ_max), ρ_opt = (λ_max − λ_min)/(λ_max + λ_min), stable iff μ < μ_max = 2/λ_max.
 GD: no P_T and D = 1. Square widths with a free layer (RGD): λ ∈ {1} ∪ {1 + (N−1)(σ_a² + σ_b²)/(2s²) : a < b}.
-Cost: one K = one jvp + one vjp of P(W) (torch.func), O(N d³ + d_N d_0 d_1); no parameter Hessian is formed.
+Cost: one K = J_P and J_Pᵀ as batched products with the layers' fixed neighbours (``sandwiches``, built once:
+  O(N d² (d_N + d_0)) memory), O(N d² (d_N + d_0)) per K; no parameter Hessian is formed.
   n = d_N d_0 ≤ dense_max: K on the identity basis (vmap) + eigvalsh, O(n·(N d³ + d_N d_0 d_1) + n³), exact;
   else Lanczos (scipy eigsh): λ_max, then λ_min from λ_max·I − K (or K⁺ by CG when K has a null space),
   O(Lanczos steps) K's, ×O(√κ) CG steps each on the K⁺ path; count is then None.
@@ -81,24 +82,42 @@ def _sqrt_psd(S: torch.Tensor | None) -> torch.Tensor | None:
     return (U * lam.clamp(min=0).sqrt()) @ U.mT
 
 
+def sandwiches(blocks: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per block, (L, R) with L_i = W_N···W_{i+1} (k, d_N, d_i) and R_i = W_{i−1}···W_1 (k, d_{i−1}, d_0) for its
+    k layers i: P = W_N···W_1 has derivative Σ_i L_i T_i R_i along T and adjoint G ↦ (L_iᵀ G R_iᵀ)_i."""
+    Ws = network.layers(blocks)
+    R = [torch.eye(Ws[0].shape[-1], dtype=Ws[0].dtype, device=Ws[0].device)]
+    for W in Ws[:-1]:
+        R.append(W @ R[-1])
+    L = [torch.eye(Ws[-1].shape[-2], dtype=Ws[0].dtype, device=Ws[0].device)]
+    for W in Ws[:0:-1]:
+        L.append(L[-1] @ W)
+    L.reverse()
+    out, i = [], 0
+    for B in blocks:
+        out.append((torch.stack(L[i:i + B.shape[0]]), torch.stack(R[i:i + B.shape[0]])))
+        i += B.shape[0]
+    return out
+
+
 def operator(blocks: list[torch.Tensor], arch: Architecture, moments: Moments, *, method: str = "rgd",
              balance: str = "spectral") -> Callable[[torch.Tensor], torch.Tensor]:
-    """E ↦ K(E) = J_P(D·P_T(J_Pᵀ(E Σ^½))) Σ^½ for one E (d_N × d_0), float64; vmap it for a batch."""
+    """E ↦ K(E) = J_P(D·P_T(J_Pᵀ(E Σ^½))) Σ^½ for one E (d_N × d_0), float64; vmap it for a batch. J_P and J_Pᵀ
+    are the products of :func:`sandwiches` (no autodiff: nothing beyond torch's eager kernels is loaded)."""
     blocks = [B.to(F64) for B in blocks]
-    primals, layout, root = tuple(blocks), arch.blocks(), _sqrt_psd(moments.sxx)
-    e2e = lambda *bs: network.end_to_end(list(bs))
-    _, vjp_fn = torch.func.vjp(e2e, *primals)
+    layout, root, parts = arch.blocks(), _sqrt_psd(moments.sxx), sandwiches(blocks)
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     inv_s2 = 1.0 / float(optim.balance(free, balance)) if method == "rgd" else 1.0
     root_times = (lambda E: E) if root is None else (lambda E: E @ root)
 
     def apply(E: torch.Tensor) -> torch.Tensor:
-        tangent = []
-        for B, C, b in zip(blocks, vjp_fn(root_times(E)), layout):
+        G, dP = root_times(E), 0
+        for B, (L, R), b in zip(blocks, parts, layout):
+            C = L.mT @ G @ R.mT  # J_Pᵀ: the gradient of ⟨G, P⟩ in this block's layers
             if method == "rgd" and b.constrained:  # D·P_T on the tall representative
                 C = inv_s2 * to_tall(stiefel.project(to_tall(B, arch), to_tall(C, arch)), arch)
-            tangent.append(C)
-        return root_times(torch.func.jvp(e2e, primals, tuple(tangent))[1])
+            dP = dP + (L @ C @ R).sum(-3)  # J_P
+        return root_times(dP)
     return apply
 
 

@@ -140,7 +140,7 @@ class TrackingCfg:
     enabled: bool = True                     # false: no MLflow; the study folder still holds results and report
     uri: str | None = None                   # None: sqlite:///<state>/mlflow.db
     experiment: str | None = None            # None: orthoscale-<family>
-    curve_points: int = number(200, ge=2, le=10_000)
+    curve_points: int = number(64, ge=2, le=10_000)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from .cells import Cell
 from .config import Config, ConfigError, to_dict, validate
 from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_plan, state_dir, study_folder,
                         tracking_uri, with_data_root)
-from .pack import PackSearch
 from .store import ResultStore
 from .secrets import redact
 from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
@@ -66,8 +66,17 @@ class StudyResult:
     failed_all: str | None = None   # the first error, when every trial of the study failed
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start and imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 class Phases(dict):
-    """Seconds a study spent in each of its phases (report/phases.json): where its fixed cost goes."""
+    """Seconds a study spent in each of its phases (report/phases.json): where its fixed cost goes. startup:
+    from the process's start to the study's (imports, composing the configs); setup: from there to its first
+    trial (Ray's start, of which ray_wait was waited for, the tracking store, the searcher)."""
 
     def timed(self, name: str, fn):
         """``fn`` that adds its wall seconds to ``name`` and the driver's CPU seconds (all threads) to name.cpu."""
@@ -147,6 +156,7 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
 def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout,
               run_trials: bool = True) -> StudyResult:
     """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
+    began, phases = time.perf_counter(), Phases(startup=process_age())
     state = state_dir(cfg)
     overrides = redact(list(overrides))
     cells = [Cell(c.index, c.values, c.settings, validate(redact(with_data_root(c.config)))) for c in cells]
@@ -162,16 +172,23 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                           "or use optim.device=auto")
     store = ResultStore(folder)
     finished = store.load()
+    starting = None
+    if run_trials and may_have_trials(cells, finished):  # Ray starts while Tune and MLflow load (seconds each)
+        from .cluster import RayStart
+
+        starting = RayStart(cfg.ray, cfg.study.verbose)
+    from .pack import PackSearch
+
     searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack, cfg.ray.pack_gap)
-    phases = Phases()
     with ThreadPoolExecutor(1) as pool:  # MLflow's store opens while Ray starts (both take seconds)
         opening = pool.submit(phases.timed("tracking_open", _open_tracking), cfg, name, overrides, cells, out) \
             if cfg.tracking.enabled else None
         try:
             if searcher.remaining() and run_trials:  # the cluster can run these trials: checked before any starts
-                from .runner import check_resources, connect
+                from .cluster import RayStart, check_resources
 
-                phases.timed("ray_start", connect)(cfg.ray, cfg.study.verbose)
+                starting = starting or RayStart(cfg.ray, cfg.study.verbose)
+                phases["ray_start"] = phases.timed("ray_wait", starting.wait)()
                 check_resources(cfg.ray, cells)
         except ConfigError:
             tracker, parent = opening.result() if opening else (None, None)
@@ -186,7 +203,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     print(f"study {name}: {len(cells)} cells, {searcher.remaining()} trials to run"
           f"{f', {len(finished)} already done' if finished else ''} · MLflow {redact(tracking_uri(cfg))}",
           file=out, flush=True)
-    fanout = None
+    fanout, phases["setup"] = None, time.perf_counter() - began
     if searcher.remaining() and run_trials:
         fanout = phases.timed("trials", _fan_out)(cfg, cells, searcher, store, writer, overrides, name, state,
                                                   finished, arrays, out)
@@ -205,6 +222,14 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                        writer.failed + ([] if synced or not cfg.tracking.enabled else ["<parent report>"]),
                        experiment_name(cfg), fanout,
                        first_error(records))
+
+
+def may_have_trials(cells: list[Cell], finished: list[dict]) -> bool:
+    """Whether a cell has fewer recorded trials than search.trials (a cheap upper bound: the searcher decides)."""
+    done: dict[int, int] = {}
+    for rec in finished:
+        done[rec["cell_index"]] = done.get(rec["cell_index"], 0) + 1
+    return any(done.get(c.index, 0) < c.cfg.search.trials for c in cells)
 
 
 def first_error(records: list[dict]) -> str | None:
@@ -263,7 +288,8 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
 
     from .capacity import Capacity, fanout_summary
     from .progress import Progress
-    from .runner import Recorder, run_tuner, worker_hosts
+    from .cluster import worker_hosts
+    from .runner import Recorder, run_tuner
 
     capacity = Capacity(cfg.ray, ray.cluster_resources, cfg.ray.refresh)
     hosts_before = worker_hosts()
@@ -275,6 +301,7 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
     attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     recorder = Recorder(cells, store, writer, prefix, attempt)
+    threading.Thread(target=report.warm_plots, name="orthoscale-plots", daemon=True).start()  # idle driver
     run_tuner(cells, searcher, cfg.ray, name=attempt, storage=state / "ray", callbacks=[recorder, progress],
               verbose=cfg.study.verbose, capacity=capacity, arrays=arrays)
     progress.finish()

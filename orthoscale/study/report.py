@@ -153,6 +153,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def warm_plots() -> None:
+    """Load the plotting stack ahead of :func:`write` (the driver calls it on a thread while trials run)."""
+    from . import plots
+
+    plots.warm()
+
+
 def write(folder: Path, cells: list[Cell], records: list[dict]) -> dict:
     """cells.csv, scaling.json and the plots into ``folder``; returns {rows, scaling, text}."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,14 @@ class TrialResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; lists and the curves' dict are copied one level deep (dataclasses.asdict copies
+        every value recursively: ~2 ms of the driver's CPU per trial with 200-point curves)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["curves"] = {k: list(v) for k, v in out["curves"].items()}
+        for k, v in out.items():
+            if isinstance(v, list):
+                out[k] = list(v)
+        return out
 
     @property
     def finished(self) -> bool:

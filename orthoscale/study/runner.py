@@ -19,43 +19,13 @@ from ray import tune
 from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import ConfigError, RayCfg, replace_path, set_path
+from .config import RayCfg, replace_path, set_path
 from .pack import PACK, PackSearch, members, run_pack
 from .search import CellPruner
 from .store import ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
 from .trial import run_trial, step_size
-
-
-def connect(spec: RayCfg, verbose: int) -> str:
-    """Join ``ray.address`` / $RAY_ADDRESS, or start an embedded Ray bound to 127.0.0.1."""
-    if ray.is_initialized():
-        return "existing"
-    address = spec.address or os.environ.get("RAY_ADDRESS")
-    quiet = dict(log_to_driver=verbose > 0, logging_level=logging.WARNING if verbose < 2 else logging.INFO)
-    if address:
-        ray.init(address=address, **quiet)
-        return address
-    ray.init(address="local", num_cpus=spec.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
-    return "local"
-
-
-def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
-    """Requests the cluster cannot meet fail before any trial starts."""
-    total = ray.cluster_resources()
-    if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
-        raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
-    if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
-        raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
-    if total.get("CPU", 0) < spec.cpus_per_trial:
-        raise ConfigError(f"ray.cpus_per_trial={spec.cpus_per_trial}: the cluster has {total.get('CPU', 0):g} CPU(s)")
-
-
-def worker_hosts() -> dict[str, str]:
-    """Alive nodes that can run a trial (some CPU or GPU): node id → its address."""
-    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()
-            if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)}
 
 
 def make_trainable(threads: int):
@@ -156,6 +126,9 @@ def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: st
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # Tune's own CSV/JSON/TensorBoard files of every result: the study keeps its own record (results.jsonl)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # nor Tune's experiment snapshot (every trial's state as JSON) every few seconds: a study resumes from its store,
+    # so Tune writes it only when it starts and ends
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(10 ** 9))
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,

@@ -8,11 +8,13 @@ run takes three calls: created with its tags, one ``log_batch`` with its params,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import pickle
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -55,12 +57,42 @@ def batches(params: list, metrics: list):
         yield p, m
 
 
+def schema_template() -> Path:
+    """An empty SQLite store made by this MLflow version (its tables, migrations and Default experiment, whose
+    artifacts default to ./mlruns of this working dir), built once per version and working dir in the user's cache."""
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orthoscale"
+    key = hashlib.sha256(os.getcwd().encode()).hexdigest()[:8]
+    path = cache / f"mlflow-{version('mlflow')}-{key}.db"
+    if not path.exists():
+        from mlflow import MlflowClient
+
+        cache.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{os.getpid()}.part")
+        MlflowClient(f"sqlite:///{part}").search_experiments(max_results=1)  # creates and migrates every table
+        os.replace(part, path)  # atomic: a concurrent study finds a whole template or none
+    return path
+
+
+def fresh_sqlite(uri: str) -> None:
+    """A SQLite store about to be created starts as a copy of :func:`schema_template` (milliseconds) instead of
+    running MLflow's migrations again (seconds of CPU per study)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):].split("?")[0])
+    if path.name and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(schema_template(), path)
+
+
 class Tracker:
     """Thin, explicit wrapper of MlflowClient for the study's runs."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
         uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
         os.environ.update(env)
+        fresh_sqlite(uri)
         self.reopen = (uri, experiment, artifact_location)  # the same store from another process (env inherited)
         from mlflow import MlflowClient
 

@@ -4,6 +4,8 @@
    same cells searched by plain Optuna in one loop in this process; and the default `make sweep`: command wall
    against Σ trial compute / slots.
 2. B: ≈ 1 s trials on 2 workers: share of worker time lost over the trial phase = 1 − Σ compute / (span × slots).
+A trial's compute is its time in the worker, start to end: its problem, training, rate fit and local theory, as
+run_trial does them in the hand loop too (the training loop alone is printed beside it).
 3. The driver's CPU per trial (Tune controller, searcher and sampler, recorder with fsync, tracking writes), the
    trials/min one driver sustains, and on paper where a 1 000-GPU cluster with 1 s trials saturates.
 4. MLflow ms per child run (curves as batched metrics, or as one artifact) on SQLite and on an `mlflow server` on
@@ -58,7 +60,8 @@ def sweep(args: list[str], state: Path) -> dict:
     report = folder / "report"
     fanout = json.loads((report / "fanout.json").read_text()) if (report / "fanout.json").exists() else {}
     return {"wall": wall, "recs": recs, "phases": json.loads((report / "phases.json").read_text()),
-            "fanout": fanout, "folder": folder, "compute": sum((r["result"] or {}).get("seconds", 0) for r in recs),
+            "fanout": fanout, "folder": folder, "compute": sum(r["ended"] - r["started"] for r in recs),
+            "train": sum((r["result"] or {}).get("seconds", 0) for r in recs),
             "tune_trials": len({r["tune_trial_id"] for r in recs})}
 
 
@@ -213,16 +216,18 @@ def main():
               and not (tmp / "off" / "mlflow.db").exists())
 
     # 5: fixed cost beyond Ray's start
-    in_study = sum(ph.get(k, 0) for k in ("ray_start", "trials", "report", "tracking_drain", "tracking_close"))
+    in_study = sum(ph.get(k, 0) for k in ("ray_wait", "trials", "report", "tracking_drain", "tracking_close"))
     fixed = default["wall"] - ph.get("trials", 0) - ph.get("ray_start", 0)
     startup = default["wall"] - in_study
 
     print(f"\nthe default study: {n} trials in {default['tune_trials']} Tune trials (packs), "
-          f"Σ compute {default['compute']:.1f} s on {slots} slots; command wall {default['wall']:.1f} s")
+          f"Σ compute {default['compute']:.1f} s ({default['train']:.1f} s training) on {slots} slots; "
+          f"command wall {default['wall']:.1f} s")
     median_a = statistics.median(r["result"]["seconds"] for r in a["recs"])
     print(f"A: {len(a['recs'])} small trials ({len(cells)} cells): study {a['wall']:.1f} s (Ray start "
           f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial {1e3 * median_a:.0f} ms")
-    print(f"B: {len(b['recs'])} trials of {b['compute'] / len(b['recs']):.2f} s ({steps} steps), trial phase "
+    print(f"B: {len(b['recs'])} trials of {b['compute'] / len(b['recs']):.2f} s in the worker "
+          f"({b['train'] / len(b['recs']):.2f} s training, {steps} steps), trial phase "
           f"{span:.1f} s, {b['tune_trials']} Tune trials")
     print("\nper trial, driver CPU (ms): "
           f"searcher+sampler {1e3 * c_search:.2f} · record+fsync {1e3 * c_record:.2f} · Tune controller "
@@ -250,7 +255,8 @@ def main():
     sim = (GPU_TRIAL_S / (c_mu + c_tune / pack_1s), GPU_TRIAL_S / c_track)
 
     print(f"\nfixed cost of the default study (s, wall; CPU of the driver in brackets): process start, imports, "
-          f"compose {startup:.1f} · Ray start {ph.get('ray_start', 0):.1f} (MLflow store opened meanwhile: "
+          f"compose {startup:.1f} · Ray start {ph.get('ray_start', 0):.1f}, of which waited for "
+          f"{ph.get('ray_wait', 0):.1f} (Tune loaded and MLflow store opened meanwhile: "
           f"{ph.get('tracking_open', 0):.1f}) · report + plots {ph.get('report', 0):.2f} "
           f"[{ph.get('report.cpu', 0):.2f}] · tracking drain {ph.get('tracking_drain', 0):.2f} · "
           f"parent run close {ph.get('tracking_close', 0):.2f}")

@@ -30,3 +30,18 @@ def test_the_logging_process_loads_no_torch():
     code = "import sys, orthoscale.study.tracking; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_a_new_sqlite_store_is_a_copy_of_one_template_made_by_mlflow(tmp_path, monkeypatch):
+    from orthoscale.study.tracking import schema_template
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = Tracker(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", "one")
+    template = schema_template()
+    made = template.stat().st_mtime_ns
+    second = Tracker(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "two")
+    assert template.stat().st_mtime_ns == made  # built once, then copied
+    for tracker, name in ((first, "one"), (second, "two")):  # each copy is a working store of its own
+        run, _ = tracker.open_parent("s", params={"p": 1}, tags={})
+        assert {e.name for e in tracker.client.search_experiments()} == {"Default", name}
+        assert tracker.client.get_run(run).data.params == {"p": "1"}

@@ -1,0 +1,72 @@
+"""The study's Ray: join ``ray.address`` or start an embedded one, in the background, and what the cluster offers.
+
+Only Ray's core is imported here, so a study starts Ray before it loads Tune (seconds each: they overlap)."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import ray
+
+from .cells import Cell
+from .config import ConfigError, RayCfg
+
+
+def connect(spec: RayCfg, verbose: int) -> str:
+    """Join ``ray.address`` / $RAY_ADDRESS, or start an embedded Ray bound to 127.0.0.1."""
+    if ray.is_initialized():
+        return "existing"
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    quiet = dict(log_to_driver=verbose > 0, logging_level=logging.WARNING if verbose < 2 else logging.INFO)
+    if address:
+        ray.init(address=address, **quiet)
+        return address
+    ray.init(address="local", num_cpus=spec.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    return "local"
+
+
+class RayStart:
+    """:func:`connect` on a thread of its own while the caller goes on. The thread outlives the call: the
+    processes of an embedded Ray are tied to the thread that started them (they end with it), so it waits
+    for the process's end."""
+
+    def __init__(self, spec: RayCfg, verbose: int):
+        self.started, self.seconds, self.error = time.perf_counter(), None, None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(spec, verbose), name="orthoscale-ray", daemon=True).start()
+
+    def _run(self, spec: RayCfg, verbose: int) -> None:
+        try:
+            connect(spec, verbose)
+        except BaseException as err:  # raised again in the caller, by wait()
+            self.error = err
+        finally:
+            self.seconds = time.perf_counter() - self.started
+            self.done.set()
+        threading.Event().wait()
+
+    def wait(self) -> float:
+        """Block until Ray is up (or raise what starting it raised); the seconds its start took."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.seconds
+
+
+def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
+    """Requests the cluster cannot meet fail before any trial starts."""
+    total = ray.cluster_resources()
+    if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
+        raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
+    if spec.gpus_per_trial > 0 and total.get("GPU", 0) < spec.gpus_per_trial:
+        raise ConfigError(f"ray.gpus_per_trial={spec.gpus_per_trial}: the cluster has {total.get('GPU', 0):g} GPU(s)")
+    if total.get("CPU", 0) < spec.cpus_per_trial:
+        raise ConfigError(f"ray.cpus_per_trial={spec.cpus_per_trial}: the cluster has {total.get('CPU', 0):g} CPU(s)")
+
+
+def worker_hosts() -> dict[str, str]:
+    """Alive nodes that can run a trial (some CPU or GPU): node id → its address."""
+    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()
+            if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)}
