@@ -17,7 +17,7 @@ import torch
 
 from .workspace import Workspace, get
 
-CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals are scanned by doubling alone
+CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals need no chunks of their own
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
 MID = 16     # from this width on a short stack (≤ SHORT) is chained too: doubling's ⌈log₂k⌉-fold products
