@@ -203,7 +203,7 @@ def main():
     c_record = record_cpu(recs[:100], tmp / "records")
     sq_wall, sq_cpu = tracking_cost(f"sqlite:///{tmp / 'track.db'}", recs[:60])
     sqa_wall, sqa_cpu = tracking_cost(f"sqlite:///{tmp / 'track-a.db'}", recs[:60], artifact_curves=True)
-    c_track = sq_cpu / 1e3                          # in the logging process (tracking.LoggingProcess), not the driver
+    c_track = sq_cpu / 1e3                          # in the tracking process (tracking.TrackerProcess), not the driver
     c_mu = c_search + c_record                      # driver CPU per μ trial, whatever the packing
     c_tune = max(cpu_trial * n - c_mu * n, 0.0) / default["tune_trials"]  # the rest, per Tune trial: the controller
     sustain = 60 / cpu_trial
@@ -233,7 +233,7 @@ def main():
           f"searcher+sampler {1e3 * c_search:.2f} · record+fsync {1e3 * c_record:.2f} · Tune controller "
           f"{1e3 * c_tune:.1f} per Tune trial (÷ {n / default['tune_trials']:.1f} trials per pack here) · all, "
           f"measured in the study: {1e3 * cpu_trial:.1f}; the MLflow child run ({sq_cpu:.1f} ms CPU on SQLite)"
-          " runs in the logging process")
+          " runs in the tracking process")
     print("MLflow ms per child run (wall / CPU of the process logging): SQLite, curves as metrics "
           f"{sq_wall:.1f} / {sq_cpu:.1f}; curves as one artifact {sqa_wall:.1f} / {sqa_cpu:.1f}; "
           + (f"PostgreSQL server, metrics {pg[0][0]:.1f} / {pg[0][1]:.1f}, artifact {pg[1][0]:.1f} / {pg[1][1]:.1f}"
@@ -249,17 +249,20 @@ def main():
         print(f"  packs of {p:>2}: {1e3 * cost:6.2f} ms of driver CPU per trial → the driver saturates at "
               f"{GPU_TRIAL_S / cost:7.0f} GPUs ({min(1.0, GPU_TRIAL_S / cost / GPUS):.0%} of {GPUS} busy)")
     writers = -(-GPUS * c_track // GPU_TRIAL_S)
-    print(f"  one logging process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
+    print(f"  one tracking process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
           f"{GPU_TRIAL_S / c_track:.0f} GPUs: {GPUS} need {writers:.0f} writers on a server store (SQLite takes one); "
           f"auto packs 1 s trials by {pack_1s} here (Tune's per-trial cost {1e3 * c_tune:.0f} ms)")
     sim = (GPU_TRIAL_S / (c_mu + c_tune / pack_1s), GPU_TRIAL_S / c_track)
 
-    print(f"\nfixed cost of the default study (s, wall; CPU of the driver in brackets): process start, imports, "
-          f"compose {startup:.1f} · Ray start {ph.get('ray_start', 0):.1f}, of which waited for "
-          f"{ph.get('ray_wait', 0):.1f} (Tune loaded and MLflow store opened meanwhile: "
-          f"{ph.get('tracking_open', 0):.1f}) · report + plots {ph.get('report', 0):.2f} "
+    tail = sum(ph.get(k, 0) for k in ("report", "tracking_drain", "tracking_close"))
+    exit_s = default["wall"] - ph.get("startup", 0) - ph.get("setup", 0) - ph.get("trials", 0) - tail
+    print(f"\nfixed cost of the default study, {fixed:.1f} s beyond Ray's start and the trials (wall s; the driver's "
+          f"CPU in brackets): process start, imports, compose {ph.get('startup', startup):.1f} · setup "
+          f"{ph.get('setup', 0):.1f}: Ray start {ph.get('ray_start', 0):.1f} on its thread, waited for "
+          f"{ph.get('ray_wait', 0):.1f} after Tune loaded and the tracking process opened its store "
+          f"({ph.get('tracking_open', 0):.1f}) · report + plots {ph.get('report', 0):.2f} "
           f"[{ph.get('report.cpu', 0):.2f}] · tracking drain {ph.get('tracking_drain', 0):.2f} · "
-          f"parent run close {ph.get('tracking_close', 0):.2f}")
+          f"parent run close {ph.get('tracking_close', 0):.2f} · summary and exit {exit_s:.2f}")
 
     print(f"\n{'goal':<4} {'what':<58} {'measured':>24}  {'target':<18} verdict")
     out = [
