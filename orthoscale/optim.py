@@ -51,7 +51,8 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     C_j A C_{j−1}ᵀ with A = I − (μ/s²) skew M, and the polar retraction is C_j polar(A) C_{j−1}ᵀ — the
     same step without a per-layer projection or Newton–Schulz loop over the stack (QR: qr(C_j A C_{j−1}ᵀ)).
     With ``ws``, a framed polar update is written into it (valid until the step after next: two buffers
-    alternate) and its temporaries reuse it.
+    alternate), its temporaries reuse it, and ``ws`` vouches for it as orthogonal (network.hidden_products
+    then frames it without probing it).
     """
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()
@@ -73,6 +74,8 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
                 scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
                 out.append(stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None,
                                                   scratch=scratch))
+                if ws:  # orthogonal to rounding (the Newton–Schulz step): the next step's frame needs no probe
+                    ws.vouch("orthogonal", out[-1])
             else:  # W + ξ = C_j A C_{j−1}ᵀ: neither the gradient nor its projection is formed
                 out.append(to_tall(stiefel.qr_q(to_tall(F.chunks.sandwich(A), arch)), arch))
             continue
