@@ -1,6 +1,4 @@
 """`python -m orthoscale <command> …`: the command layer (orthoscale.cli)."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

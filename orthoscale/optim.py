@@ -51,7 +51,8 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     C_j A C_{j−1}ᵀ with A = I − (μ/s²) skew M, and the polar retraction is C_j polar(A) C_{j−1}ᵀ — the
     same step without a per-layer projection or Newton–Schulz loop over the stack (QR: qr(C_j A C_{j−1}ᵀ)).
     With ``ws``, a framed polar update is written into it (valid until the step after next: two buffers
-    alternate) and its temporaries reuse it.
+    alternate), its temporaries reuse it, and ``ws`` vouches for it as orthogonal (network.hidden_products
+    then frames it without probing it).
     """
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()
@@ -84,7 +85,10 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
     size = (F.chunks.slots,) + tuple(B.shape[1:])
     scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
     if retraction == "polar":
-        return stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None, scratch=scratch)
+        X = stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None, scratch=scratch)
+        if ws:  # orthogonal to rounding (the Newton–Schulz step): the next step's frame needs no probe
+            ws.vouch("orthogonal", X)
+        return X
     X = to_tall(F.chunks.sandwich(A, scratch), arch)
     bufs = None
     if ws:  # Q in the other iterate buffer, R in the sandwich's first scratch (free again), both column-major

@@ -1,13 +1,13 @@
 """Products of a stack of square matrices W_0, …, W_{k−1} (shape (k, d, d)) in few batched calls.
 
-Matrices of width ≥ ``WIDE``: one product after the other (k − 1 matmuls, no redundant work; each
-product is large enough to keep the cores busy). Narrower stacks of up to ``SHORT``: Hillis–Steele doubling
-(after the round with offset o, entry j holds the product of the min(j+1, 2o) matrices ending at j;
-⌈log₂k⌉ calls). Longer narrow stacks are cut into n chunks of ``CHUNK`` consecutive matrices (identities
-in front fill the first): CHUNK − 1 batched products run the prefixes of all chunks at once and the
-prefixes of the n chunk totals come from the same scan (:class:`Chunked`); one batched product per chunk
-position continues every chunk from those before it where all prefixes are needed (k + O(k/CHUNK)
-matmuls, 2k with the continuation, in CHUNK + O(log k) calls).
+Matrices of width ≥ ``WIDE`` (≥ ``MID`` in stacks of up to ``SHORT``): one product after the other
+(k − 1 matmuls, no redundant work; each product is large enough to keep the cores busy). Narrower stacks
+of up to ``SHORT``: Hillis–Steele doubling (after the round with offset o, entry j holds the product of
+the min(j+1, 2o) matrices ending at j; ⌈log₂k⌉ calls). Longer narrow stacks are cut into n chunks of
+``CHUNK`` consecutive matrices (identities in front fill the first): CHUNK − 1 batched products run the
+prefixes of all chunks at once and the prefixes of the n chunk totals come from the same scan
+(:class:`Chunked`); one batched product per chunk position continues every chunk from those before it
+where all prefixes are needed (k + O(k/CHUNK) matmuls, 2k with the continuation, in CHUNK + O(log k) calls).
 """
 from __future__ import annotations
 
@@ -17,16 +17,20 @@ import torch
 
 from .workspace import Workspace, get
 
-CHUNK = 8    # chunk length of long stacks
+CHUNK = 16   # chunk length of long stacks: up to k = CHUNK·SHORT − 1 the chunk totals need no chunks of their own
 SHORT = 64   # stacks up to this length are scanned by doubling alone (fewer calls, little redundancy)
 WIDE = 64    # from this width on a d×d product costs more than a call: no scan, a sequential chain
+MID = 16     # from this width on a short stack (≤ SHORT) is chained too: doubling's ⌈log₂k⌉-fold products
+             # cost more than the calls they save (the n ≤ SHORT chunk totals of a long stack, above all)
+BLOCK = 2 ** 17  # elements of a group of chunks (:meth:`Chunked.groups`): a few such stacks fit in L2
 
 
 def _doubling(W: torch.Tensor) -> torch.Tensor:
     """Inclusive prefix products along dim −3 (the stack), batched over any leading dims."""
     out, offset, k = W, 1, W.shape[-3]
+    mul = torch.bmm if W.dim() == 3 else torch.matmul  # bmm: no broadcasting views around the kernel
     while offset < k:
-        out = torch.cat([out[..., :offset, :, :], out[..., offset:, :, :] @ out[..., :-offset, :, :]], dim=-3)
+        out = torch.cat([out[..., :offset, :, :], mul(out[..., offset:, :, :], out[..., :-offset, :, :])], dim=-3)
         offset *= 2
     return out
 
@@ -38,8 +42,9 @@ def _sequential(W: torch.Tensor, lead: int, out: torch.Tensor | None) -> torch.T
     if lead:
         out[0] = torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
     out[lead] = W[0]
+    Ws, outs = W.unbind(0), out.unbind(0)  # all views in two calls
     for j in range(1, W.shape[0]):
-        torch.mm(W[j], out[lead + j - 1], out=out[lead + j])
+        torch.mm(Ws[j], outs[lead + j - 1], out=outs[lead + j])
     return out
 
 
@@ -87,14 +92,33 @@ class Chunked:
         X = rows @ self.B if out is None else torch.bmm(rows, self.B, out=self._rows(out))
         return X.view(self.L.shape)[self.pad - lead:]
 
-    def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def groups(self) -> list[tuple["Chunked", int, int, slice]]:
+        """The chunks in consecutive groups of about ``BLOCK`` elements, as (part, q, j, cs): ``part`` the
+        same prefixes restricted to slots q … q + part.slots − 1 and chunks ``cs`` (C_j = L[q] B[c] still
+        holds there), j the 0-based index of its first layer. A pass over the stack done group by group
+        (every step on one group before the next) keeps its temporaries in cache. One group when unchunked."""
+        if self.B is None:
+            return [(self, 0, 0, slice(None))]
+        n = self.B.shape[0]
+        T = self.slots // n
+        per = max(1, BLOCK // (T * self.L[0].numel()))
+        return [(Chunked(self.L[c * T:(c + per) * T], self.B[c:c + per], self.pad if c == 0 else 0), c * T,
+                 max(0, c * T - self.pad), slice(c, c + per)) for c in range(0, n, per)]
+
+    def middles(self, A: torch.Tensor) -> torch.Tensor:
+        """B[c] A B[c]ᵀ (n, d, d) for every chunk c; A itself (d, d) when unchunked."""
+        return A if self.B is None else torch.bmm(torch.matmul(self.B, A), self.B.mT)
+
+    def sandwich(self, A: torch.Tensor, bufs: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+                 middles: torch.Tensor | None = None) -> torch.Tensor:
         """(k, d, d): C_j A C_{j−1}ᵀ for j = 1 … k, A (d, d), as L[q] (B[c] A B[c]ᵀ) L[q−1]ᵀ: one
         (T·d × d)·(d × d) product per chunk, then one batched product by the slot before (I at a chunk's
-        first slot). With ``bufs`` (two (n·T, d, d)) the result is a view of the second; the first is free
-        again on return."""
+        first slot). ``middles``: :meth:`middles` of A when already formed. With ``bufs`` (two (n·T, d, d))
+        the result is a view of the second; the first is free again on return."""
         b0, b1 = bufs if bufs is not None else (None, None)
-        R = A if self.B is None else torch.bmm(torch.matmul(self.B, A), self.B.mT)  # B[c] A B[c]ᵀ per chunk
-        Y = torch.matmul(self._rows(self.L), R, out=None if b0 is None else self._rows(b0)).view(self.L.shape)
+        R = self.middles(A) if middles is None else middles
+        mul = torch.bmm if R.dim() == 3 else torch.matmul
+        Y = mul(self._rows(self.L), R, out=None if b0 is None else self._rows(b0)).view(self.L.shape)
         Z = torch.bmm(Y[1:], self.L[:-1].mT, out=None if b1 is None else b1[1:])
         Z = torch.cat([Y[:1], Z]) if b1 is None else b1
         T = self.L.shape[0] // self._rows(self.L).shape[0]
@@ -103,26 +127,41 @@ class Chunked:
 
 
 def _chunked(W: torch.Tensor, stack: torch.Tensor | None, work: torch.Tensor | None) -> Chunked:
-    """The :class:`Chunked` prefixes of W (k, d, d) in chunks of CHUNK, after pad = n·CHUNK − k ≥ 1
-    identities: CHUNK − 1 batched products give every chunk's prefixes, a scan of the n chunk totals
-    gives B. ``stack`` (the padded stack, then the prefixes in slot order) and ``work`` ((n·CHUNK, d, d)
-    each) are buffers or None. Every product writes a contiguous stack (a strided ``out`` would make
-    torch.bmm loop over the batch one matrix at a time): ``work`` holds one chunk position at a time for
-    all chunks, copied into slot order at the end.
+    """The :class:`Chunked` prefixes of W (k, d, d) in chunks of T = CHUNK, after pad = n·T − k ≥ 1
+    identities: T − 1 batched products give every chunk's prefixes, a scan of the n chunk totals gives B.
+    ``work`` holds the prefixes position-major (P[t, c]: slot t of chunk c), each product reading one
+    position of every chunk straight from W (a strided view: slot c·T + t is W[c·T + t − pad]) and writing
+    one contiguous stack (a strided ``out`` would make torch.bmm loop over the batch one matrix at a time);
+    ``stack`` then takes them in slot order. Both (n·T, d, d), buffers or None.
     """
     k, d = W.shape[0], W.shape[-1]
-    n = -(-(k + 1) // CHUNK)
-    pad = n * CHUNK - k
-    size = (n * CHUNK, d, d)
-    stack, work = (torch.empty(size, dtype=W.dtype, device=W.device) if B is None else B for B in (stack, work))
-    stack[:pad] = torch.eye(d, dtype=W.dtype, device=W.device)
-    stack[pad:] = W
-    S, P = stack.view(n, CHUNK, d, d), work.view(CHUNK, n, d, d)  # P[t]: position t of every chunk
-    torch.bmm(S[:, 1], S[:, 0], out=P[1])
-    for t in range(2, CHUNK):
-        torch.bmm(S[:, t], P[t - 1], out=P[t])
-    S[:, 1:] = P[1:].transpose(0, 1)
-    return Chunked(stack, prefix_products(S[:n - 1, -1], identity_first=True), pad)
+    T = CHUNK
+    n = -(-(k + 1) // T)
+    pad = n * T - k
+    stack, work = (torch.empty((n * T, d, d), dtype=W.dtype, device=W.device) if B is None else B
+                   for B in (stack, work))
+    P = work.view(T, n, d, d)
+    P[:pad, 0] = torch.eye(d, dtype=W.dtype, device=W.device)  # chunk 0 up to slot t < pad: identities
+    late, early = _positions(W, T, 0, T - pad, n), _positions(W, T, T - pad, pad, n - 1)
+    P[0, 1:] = early[0]
+    Ps = P.unbind(0)
+    for t in range(1, T):  # slot t of every chunk from W; chunk 0 enters W at slot pad
+        if t >= pad:
+            torch.bmm(late[t - pad], Ps[t - 1], out=Ps[t])
+        else:
+            torch.bmm(early[t], Ps[t - 1][1:], out=Ps[t][1:])
+    stack.view(n, T, d, d).copy_(P.transpose(0, 1))
+    return Chunked(stack, prefix_products(P[-1, :n - 1], identity_first=True), pad)
+
+
+def _positions(W: torch.Tensor, T: int, first: int, count: int, chunks: int) -> tuple[torch.Tensor, ...]:
+    """Views V_0 … V_{count−1} of W (k, d, d), V_t (chunks, d, d) = W[first + t], W[first + t + T], …:
+    slot t of consecutive chunks of T, for every t at once (one strided view, unbound)."""
+    W = W.contiguous()
+    d2 = W.shape[-1] * W.shape[-2]
+    view = W.as_strided((count, chunks) + tuple(W.shape[1:]), (d2, T * d2) + W.stride()[1:],
+                        W.storage_offset() + first * d2)
+    return view.unbind(0)
 
 
 def frame_prefixes(W: torch.Tensor, *, ws: Workspace | None = None, name: object = "frame") -> Chunked:
@@ -142,7 +181,7 @@ def prefix_products(W: torch.Tensor, *, identity_first: bool = False, ws: Worksp
     of its buffers under ``name`` (valid until their next use)."""
     k, d = W.shape[0], W.shape[-1]
     lead = int(identity_first)
-    if d >= WIDE:
+    if d >= WIDE or (d >= MID and k + lead <= SHORT):
         return _sequential(W, lead, get(ws, name, (lead + k, d, d), W))
     if k + lead > SHORT:
         size = (-(-(k + 1) // CHUNK) * CHUNK, d, d)

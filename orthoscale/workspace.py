@@ -5,6 +5,10 @@ kernel (page faults, zeroing) on every step. A :class:`Workspace` hands out name
 same name gives the same storage again. Whatever is written into a workspace is overwritten when the
 same name is asked for again, so only the owner of the loop (train.train) passes one; every function
 that takes ``ws`` works without it, on fresh tensors, with bit-identical results.
+
+A workspace also remembers facts about tensors (:meth:`Workspace.vouch`) for as long as they are not
+written: a stack that passed network's orthogonality probe is not probed again, nor is a framed polar
+update (orthogonal to rounding after its Newton–Schulz step, far inside the probe's tolerance).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ class Workspace:
 
     def __init__(self):
         self._buffers: dict[object, torch.Tensor] = {}
+        self._facts: dict[tuple[str, int], tuple] = {}
 
     def buffer(self, name: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """The buffer ``name`` of ``shape``, with ``like``'s dtype and device (contents undefined)."""
@@ -29,6 +34,19 @@ class Workspace:
         iterate is written there while the current one (in the other buffer, or the caller's) is read."""
         first = self.buffer((name, 0), tuple(like.shape), like)
         return self.buffer((name, 1), tuple(like.shape), like) if first.data_ptr() == like.data_ptr() else first
+
+    def vouch(self, fact: str, T: torch.Tensor) -> None:
+        """Record that ``fact`` (e.g. "orthogonal") holds for T as it is now."""
+        self._facts[(fact, T.data_ptr())] = _stamp(T)
+
+    def vouches(self, fact: str, T: torch.Tensor) -> bool:
+        """Whether ``fact`` was recorded for this very T (storage, shape, strides) and T has not been written
+        since: every in-place write, through T or any view of its storage, bumps the version counter."""
+        return self._facts.get((fact, T.data_ptr())) == _stamp(T)
+
+
+def _stamp(T: torch.Tensor) -> tuple:
+    return T.data_ptr(), tuple(T.shape), T.stride(), T.dtype, T.device, T._version
 
 
 def get(ws: Workspace | None, name: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:

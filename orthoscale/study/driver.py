@@ -25,7 +25,7 @@ from .locations import (PROJECT, PLAN, artifact_location, experiment_name, read_
                         tracking_uri, with_data_root)
 from .store import ResultStore
 from .secrets import redact
-from .tracking import Tracker, TrackingWriter, dumps, log_artifacts
+from .tracking import TrackerProcess, TrackingError, TrackingWriter, dumps, files
 
 RESULT_SECTIONS = ("model", "data", "optim", "stop", "search", "family", "seed")
 
@@ -96,8 +96,9 @@ def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cel
     uri, experiment = tracking_uri(cfg), experiment_name(cfg)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")  # bounded: an outage costs seconds, not minutes
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    tracker = None
     try:
-        tracker = Tracker(uri, experiment, artifact_location(cfg, experiment))
+        tracker = TrackerProcess(uri, experiment, artifact_location(cfg, experiment))
         parent, _ = tracker.open_parent(
             name, params={"family": cfg.family.name, "grid": json.dumps(cfg.family.grid), "cells": len(cells),
                           "search": to_dict(cfg)["search"], "max_concurrent": cfg.ray.max_concurrent or "auto",
@@ -107,9 +108,11 @@ def _open_tracking(cfg: Config, name: str, overrides: list[str], cells: list[Cel
                   "mlflow.note.content": cfg.family.description})
         return tracker, parent
     except Exception as err:  # any failure to reach tracking must not cost the study
-        print(f"warning: MLflow at {redact(uri)} is unreachable ({type(err).__name__}: "
-              f"{redact(str(err)).splitlines()[0][:200]}); results are kept in the study folder — "
-              f"replay them with: orthoscale sync {name}", file=out, flush=True)
+        if tracker:
+            tracker.close()
+        what = str(err) if isinstance(err, TrackingError) else f"{type(err).__name__}: {err}"
+        print(f"warning: MLflow at {redact(uri)} is unreachable ({redact(what).splitlines()[0][:200]}); results "
+              f"are kept in the study folder — replay them with: orthoscale sync {name}", file=out, flush=True)
         return None, None
 
 
@@ -124,10 +127,6 @@ FANOUT_METRICS = ("concurrency_mean", "concurrency_peak", "slots", "hosts_used",
 
 def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
     try:
-        tracker.client.log_artifact(parent, str(folder / PLAN))
-        log_artifacts(tracker, parent, folder / "report")
-        from mlflow.entities import Metric, RunTag
-
         metrics, tags = {}, {}
         if fanout:
             metrics.update({key: float(fanout[key]) for key in FANOUT_METRICS})
@@ -142,10 +141,7 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
             key = series_key(series)
             metrics[f"edge_beta.{key}"] = law["beta"]
             tags[f"orthoscale.edge_law.{key}"] = json.dumps(law)
-        now = int(time.time() * 1000)  # one call for the study's summary, not one per value
-        tracker.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                                 tags=[RunTag(k, v) for k, v in tags.items()])
-        tracker.finish(parent, "FINISHED")
+        tracker.close_study(parent, [str(folder / PLAN), *files(folder / "report")], metrics, tags)
         return True
     except Exception as err:
         print(f"warning: the study's report did not reach MLflow ({type(err).__name__}); "
@@ -194,6 +190,7 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
             tracker, parent = opening.result() if opening else (None, None)
             if tracker:
                 tracker.finish(parent, "FAILED")
+                tracker.close()
             raise
         tracker, parent = opening.result() if opening else (None, None)
     save_plan(folder, cfg, overrides, cells)
@@ -215,6 +212,8 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
         result["text"] += "\n" + "\n".join(x for x in (fanout["line"], fanout["warning"]) if x)
     synced = tracker is not None and phases.timed("tracking_close", _close_tracking)(tracker, parent, folder, result,
                                                                                     fanout, out)
+    if tracker:
+        tracker.close()
     phases["process.cpu"] = time.process_time()  # the driver's CPU since it started, imports included
     (folder / "report" / "phases.json").write_text(dumps(phases))
     return StudyResult(name, folder, parent, tracker.experiment_id if tracker else None, redact(tracking_uri(cfg)),

@@ -1,8 +1,8 @@
 """MLflow record of a study: an experiment per family, a parent run per study, a child run per trial.
 
-Only the driver writes (one writer per SQLite store): a background thread drains a queue of
-durable result records into a logging process, so logging never blocks Tune's event loop, let alone a trial,
-and its CPU is not the driver's. Each child
+A study has one MLflow client (one writer per SQLite store), in a process of its own (:class:`TrackerProcess`):
+the driver never loads MLflow, it sends calls. A background thread drains a queue of durable result records into
+it, so logging never blocks Tune's event loop, let alone a trial, and its CPU is not the driver's. Each child
 run takes three calls: created with its tags, one ``log_batch`` with its params, summary metrics and curves
 (more only past MLflow's 1 000 entries a call), and its end.
 """
@@ -203,57 +203,97 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
+    def close_study(self, parent: str, files: list[str], metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """The study's end on its parent run: ``files`` as artifacts, its summary in one ``log_batch``, FINISHED."""
+        from mlflow.entities import Metric, RunTag
+
+        for path in files:
+            self.client.log_artifact(parent, path)
+        now = int(time.time() * 1000)
+        self.client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self.finish(parent, "FINISHED")
+
 
 def serve() -> None:
-    """The logging process (``python -m orthoscale.study.tracking``): reads (store, parent, study), then records,
-    from stdin (pickled) and logs a child run for each, replying None or the error on stdout. It ends on None, or
-    on end of input when the driver is gone (its records are durable: a rerun logs them)."""
+    """The tracking process (``python -m orthoscale.study.tracking``): opens the store named by the first pickled
+    message on stdin (uri, experiment, artifact location), then runs each (method, args, kwargs) on its
+    :class:`Tracker`, replying ("ok", value) or ("error", text) on stdout. It ends on None, or on end of input when
+    the driver is gone (records are durable: a rerun logs them)."""
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything MLflow prints goes to stderr: stdout carries replies only
     requests = sys.stdin.buffer
-    reopen, parent, study = pickle.load(requests)
-    tracker = Tracker(*reopen)
-    while True:
-        try:
-            rec = pickle.load(requests)
-        except EOFError:
-            return
-        if rec is None:
-            return
-        try:
-            tracker.log_trial(parent, study, rec)
-            reply = None
-        except Exception as err:
-            reply = f"{type(err).__name__}: {err}"
-        pickle.dump(reply, replies)
+
+    def reply(status: str, value) -> None:
+        pickle.dump((status, value), replies)
         replies.flush()
 
+    try:
+        tracker = Tracker(*pickle.load(requests))
+    except Exception as err:
+        return reply("error", f"{type(err).__name__}: {err}")
+    reply("ok", tracker.experiment_id)
+    while True:
+        try:
+            call = pickle.load(requests)
+        except EOFError:
+            return
+        if call is None:
+            return
+        method, args, kwargs = call
+        try:
+            reply("ok", getattr(tracker, method)(*args, **kwargs))
+        except Exception as err:
+            reply("error", f"{type(err).__name__}: {err}")
 
-class LoggingProcess:
-    """Tracker.log_trial in a child process: MLflow's client costs tens of ms of CPU per child run, which in the
-    driver would be taken from Tune's event loop (one interpreter lock); the driver only sends the record. A
-    plain subprocess, not multiprocessing: that would re-run the caller's main script in the child."""
 
-    def __init__(self, tracker: Tracker, parent: str | None, study: str):
+class TrackingError(RuntimeError):
+    """A call the tracking process could not carry out (its message: the MLflow error's type and text)."""
+
+
+class TrackerProcess:
+    """A :class:`Tracker` in a child process, with the same calls (``CALLS``): MLflow's import and client cost
+    seconds and tens of ms per child run of CPU, which in the driver would be taken from Tune's event loop (one
+    interpreter lock). A plain subprocess, not multiprocessing: that would re-run the caller's main script."""
+
+    CALLS = ("open_parent", "logged_trials", "log_trial", "close_study", "finish")
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
+        uri, env = split_credentials(uri)  # credentials travel in env variables, as for the driver
+        os.environ.update(env)
         here = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
         self.proc = subprocess.Popen([sys.executable, "-m", "orthoscale.study.tracking"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env)  # credentials: in env, as for this process
-        self._send((tracker.reopen, parent, study))
+                                     stdout=subprocess.PIPE, env=env)
+        self.lock = threading.Lock()
+        try:
+            self.experiment_id = self._exchange((uri, experiment, artifact_location))
+        except TrackingError:
+            self.close()
+            raise
 
-    def _send(self, obj) -> None:
-        pickle.dump(obj, self.proc.stdin)
-        self.proc.stdin.flush()
+    def _exchange(self, message):
+        with self.lock:
+            try:
+                pickle.dump(message, self.proc.stdin)
+                self.proc.stdin.flush()
+                status, value = pickle.load(self.proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as err:
+                raise TrackingError(f"the tracking process is gone ({type(err).__name__})") from None
+        if status == "error":
+            raise TrackingError(value)
+        return value
 
-    def __call__(self, parent: str | None, study: str, rec: dict) -> None:
-        self._send(rec)
-        error = pickle.load(self.proc.stdout)  # EOFError when the process died: a failed attempt, like any other
-        if error:
-            raise RuntimeError(error)
+    def __getattr__(self, name: str):
+        if name not in TrackerProcess.CALLS:
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._exchange((name, args, kwargs))
 
     def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
         try:
-            self._send(None)
+            pickle.dump(None, self.proc.stdin)
             self.proc.stdin.close()
         except OSError:
             pass
@@ -265,17 +305,15 @@ class LoggingProcess:
 
 
 class TrackingWriter:
-    """Logs records on a background thread, each trial once; counts time spent and failures. The MLflow calls
-    run in a :class:`LoggingProcess` (``process=True``) or in the thread itself.
-    Without a tracker (store unreachable) every record is counted as not logged."""
+    """Logs records on a background thread, each trial once, through ``tracker`` (a :class:`TrackerProcess` in a
+    study, or a :class:`Tracker`); counts time spent and failures. Without a tracker (store unreachable) every
+    record is counted as not logged."""
 
-    def __init__(self, tracker: Tracker | None, parent: str | None, study: str, retries: int = 3,
-                 enabled: bool = True, process: bool = True):
+    def __init__(self, tracker: Tracker | TrackerProcess | None, parent: str | None, study: str, retries: int = 3,
+                 enabled: bool = True):
         self.tracker, self.parent, self.study, self.retries = tracker, parent, study, retries
         self.enabled = enabled  # False (tracking.enabled=false): records are not for MLflow, none is "unlogged"
-        self.done = tracker.logged_trials(parent) if tracker else set()
-        self.remote = LoggingProcess(tracker, parent, study) if tracker and process else None
-        self.log_trial = self.remote or (tracker.log_trial if tracker else None)
+        self.done = set(tracker.logged_trials(parent)) if tracker else set()
         self.queue: queue.Queue = queue.Queue()
         self.seconds, self.logged, self.failed = 0.0, 0, []
         self.thread = threading.Thread(target=self._run, name="orthoscale-tracking", daemon=True)
@@ -295,7 +333,7 @@ class TrackingWriter:
             start = time.perf_counter()
             for attempt in range(self.retries):
                 try:
-                    self.log_trial(self.parent, self.study, rec)
+                    self.tracker.log_trial(self.parent, self.study, rec)
                     self.done.add(rec["key"])
                     self.logged += 1
                     break
@@ -308,17 +346,14 @@ class TrackingWriter:
             self.seconds += time.perf_counter() - start
 
     def close(self) -> None:
+        """Once every submitted record is logged (or failed)."""
         self.queue.put(None)
         self.thread.join()
-        if self.remote:
-            self.remote.close()
 
 
-def log_artifacts(tracker: Tracker, run_id: str, folder: Path) -> None:
-    """Every file of ``folder`` as an artifact of ``run_id``."""
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file():
-            tracker.client.log_artifact(run_id, str(path))
+def files(folder: Path) -> list[str]:
+    """The files of ``folder`` (what a study logs as its parent run's artifacts)."""
+    return [str(path) for path in sorted(Path(folder).iterdir()) if path.is_file()]
 
 
 def _number(text: str) -> float | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -48,11 +49,11 @@ RAY_TMP = tempfile.mkdtemp(prefix="ob", dir="/tmp")  # short: Ray puts socket pa
 
 def sweep(args: list[str], state: Path) -> dict:
     """One study as a user runs it, in its own process (imports, Ray's start, MLflow, report): its figures."""
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, "-m", "orthoscale.sweep", *args, f"study.state_dir={state}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800,
                          env={**os.environ, "RAY_TMPDIR": RAY_TMP})
-    wall = time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode:
         raise RuntimeError(f"study failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     folder = next(state.glob("studies/*/results.jsonl")).parent
@@ -62,20 +63,21 @@ def sweep(args: list[str], state: Path) -> dict:
     return {"wall": wall, "recs": recs, "phases": json.loads((report / "phases.json").read_text()),
             "fanout": fanout, "folder": folder, "compute": sum(r["ended"] - r["started"] for r in recs),
             "train": sum((r["result"] or {}).get("seconds", 0) for r in recs),
-            "tune_trials": len({r["tune_trial_id"] for r in recs})}
+            "tune_trials": len({r["tune_trial_id"] for r in recs}),
+            "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}  # all its processes
 
 
 def plain_optuna(cells, trials: int, lo: float, hi: float) -> float:
-    """Seconds of the hand loop: one Optuna study per cell, trials one after another in this process."""
+    """(wall, CPU) seconds of the hand loop: one Optuna study per cell, trials one after another in this process."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for cell in cells:
         s = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=cell.index,
                                                                                         n_startup_trials=4))
         s.optimize(lambda t: run_trial(cell.cfg, t.suggest_float("lr", lo, hi, log=True)).objective,
                    n_trials=trials)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def searcher_cpu(n_cells: int = 15, trials: int = 12) -> float:
@@ -179,7 +181,7 @@ def main():
              "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0"]
     a = sweep(small, tmp / "a")
     (_, _, cells), = plan(small)
-    plain = plain_optuna(cells, trials, 1e-3, 3.0)
+    plain, plain_cpu = plain_optuna(cells, trials, 1e-3, 3.0)
     thr_study, thr_plain = len(a["recs"]) / a["wall"], len(cells) * trials / plain
     ratio_a = thr_study / thr_plain
     no_ray = len(a["recs"]) / (a["wall"] - a["phases"].get("ray_start", 0)) / thr_plain
@@ -203,7 +205,7 @@ def main():
     c_record = record_cpu(recs[:100], tmp / "records")
     sq_wall, sq_cpu = tracking_cost(f"sqlite:///{tmp / 'track.db'}", recs[:60])
     sqa_wall, sqa_cpu = tracking_cost(f"sqlite:///{tmp / 'track-a.db'}", recs[:60], artifact_curves=True)
-    c_track = sq_cpu / 1e3                          # in the logging process (tracking.LoggingProcess), not the driver
+    c_track = sq_cpu / 1e3                          # in the tracking process (tracking.TrackerProcess), not the driver
     c_mu = c_search + c_record                      # driver CPU per μ trial, whatever the packing
     c_tune = max(cpu_trial * n - c_mu * n, 0.0) / default["tune_trials"]  # the rest, per Tune trial: the controller
     sustain = 60 / cpu_trial
@@ -225,7 +227,13 @@ def main():
           f"command wall {default['wall']:.1f} s")
     median_a = statistics.median(r["result"]["seconds"] for r in a["recs"])
     print(f"A: {len(a['recs'])} small trials ({len(cells)} cells): study {a['wall']:.1f} s (Ray start "
-          f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial {1e3 * median_a:.0f} ms")
+          f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial "
+          f"{1e3 * median_a:.0f} ms\n"
+          f"   CPU: the study's processes ≥ {a['cpu']:.1f} s (those reaped in its tree; its trials "
+          f"{a['compute']:.1f} s of worker time) against "
+          f"the hand loop's {plain_cpu:.1f} s: on {os.cpu_count()} cores the study needs ≥ "
+          f"{a['cpu'] / os.cpu_count():.1f} s of wall, so ≥ 1.3× would need ≤ {plain / 1.3 * os.cpu_count():.1f} s "
+          f"of CPU in all")
     print(f"B: {len(b['recs'])} trials of {b['compute'] / len(b['recs']):.2f} s in the worker "
           f"({b['train'] / len(b['recs']):.2f} s training, {steps} steps), trial phase "
           f"{span:.1f} s, {b['tune_trials']} Tune trials")
@@ -233,7 +241,7 @@ def main():
           f"searcher+sampler {1e3 * c_search:.2f} · record+fsync {1e3 * c_record:.2f} · Tune controller "
           f"{1e3 * c_tune:.1f} per Tune trial (÷ {n / default['tune_trials']:.1f} trials per pack here) · all, "
           f"measured in the study: {1e3 * cpu_trial:.1f}; the MLflow child run ({sq_cpu:.1f} ms CPU on SQLite)"
-          " runs in the logging process")
+          " runs in the tracking process")
     print("MLflow ms per child run (wall / CPU of the process logging): SQLite, curves as metrics "
           f"{sq_wall:.1f} / {sq_cpu:.1f}; curves as one artifact {sqa_wall:.1f} / {sqa_cpu:.1f}; "
           + (f"PostgreSQL server, metrics {pg[0][0]:.1f} / {pg[0][1]:.1f}, artifact {pg[1][0]:.1f} / {pg[1][1]:.1f}"
@@ -249,17 +257,20 @@ def main():
         print(f"  packs of {p:>2}: {1e3 * cost:6.2f} ms of driver CPU per trial → the driver saturates at "
               f"{GPU_TRIAL_S / cost:7.0f} GPUs ({min(1.0, GPU_TRIAL_S / cost / GPUS):.0%} of {GPUS} busy)")
     writers = -(-GPUS * c_track // GPU_TRIAL_S)
-    print(f"  one logging process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
+    print(f"  one tracking process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
           f"{GPU_TRIAL_S / c_track:.0f} GPUs: {GPUS} need {writers:.0f} writers on a server store (SQLite takes one); "
           f"auto packs 1 s trials by {pack_1s} here (Tune's per-trial cost {1e3 * c_tune:.0f} ms)")
     sim = (GPU_TRIAL_S / (c_mu + c_tune / pack_1s), GPU_TRIAL_S / c_track)
 
-    print(f"\nfixed cost of the default study (s, wall; CPU of the driver in brackets): process start, imports, "
-          f"compose {startup:.1f} · Ray start {ph.get('ray_start', 0):.1f}, of which waited for "
-          f"{ph.get('ray_wait', 0):.1f} (Tune loaded and MLflow store opened meanwhile: "
-          f"{ph.get('tracking_open', 0):.1f}) · report + plots {ph.get('report', 0):.2f} "
+    tail = sum(ph.get(k, 0) for k in ("report", "tracking_drain", "tracking_close"))
+    exit_s = default["wall"] - ph.get("startup", 0) - ph.get("setup", 0) - ph.get("trials", 0) - tail
+    print(f"\nfixed cost of the default study, {fixed:.1f} s beyond Ray's start and the trials (wall s; the driver's "
+          f"CPU in brackets): process start, imports, compose {ph.get('startup', startup):.1f} · setup "
+          f"{ph.get('setup', 0):.1f}: Ray start {ph.get('ray_start', 0):.1f} on its thread, waited for "
+          f"{ph.get('ray_wait', 0):.1f} after Tune loaded and the tracking process opened its store "
+          f"({ph.get('tracking_open', 0):.1f}) · report + plots {ph.get('report', 0):.2f} "
           f"[{ph.get('report.cpu', 0):.2f}] · tracking drain {ph.get('tracking_drain', 0):.2f} · "
-          f"parent run close {ph.get('tracking_close', 0):.2f}")
+          f"parent run close {ph.get('tracking_close', 0):.2f} · summary and exit {exit_s:.2f}")
 
     print(f"\n{'goal':<4} {'what':<58} {'measured':>24}  {'target':<18} verdict")
     out = [

@@ -211,3 +211,26 @@ def test_frame_needs_every_layer_orthogonal(d, gen):
         off = [B.clone() for B in blocks]
         off[1][layer][:, d // 2] *= 1 + 1e-9
         assert network.hidden_products(off).frames[0] is None
+
+
+def test_workspace_vouches_only_for_untouched_orthogonal_stacks(gen):
+    """A stack that passed the probe, or a framed polar update of optim.step, is framed again without a probe
+    while untouched; an in-place write (through any view) voids that, and the probe sees the change."""
+    from orthoscale import data, losses, optim
+    from orthoscale.workspace import Workspace
+    arch = Architecture((5,) * 40)
+    g = gen(12)
+    blocks = init.random_blocks(arch, generator=g)
+    ws = Workspace()
+    assert not ws.vouches("orthogonal", blocks[1])
+    assert network.hidden_products(blocks, ws).frames[0] is not None
+    assert ws.vouches("orthogonal", blocks[1])
+    blocks[1][7][:, 2] *= 1 + 1e-9  # through a view of the stack
+    assert not ws.vouches("orthogonal", blocks[1])
+    assert network.hidden_products(blocks, ws).frames[0] is None
+    problem = data.teacher_student(arch, samples=50, noise=0.1, generator=g)
+    fresh = init.random_blocks(arch, generator=g)
+    ev = losses.squared_fast(fresh, problem, ws)
+    new = optim.step(fresh, ev.block_grads, arch, optim.Optimizer(0.1), ev.frames, ws)
+    assert ws.vouches("orthogonal", new[1]) and network.orthonormality_error(new, arch) <= 1e-13
+    assert not ws.vouches("orthogonal", new[1].clone())

@@ -91,6 +91,12 @@ def test_wide_stacks_are_chained_sequentially(k, gen):
     assert torch.equal(with_eye[0], torch.eye(scan.WIDE, dtype=W.dtype)) and torch.equal(with_eye[1:], naive_prefix(W))
 
 
+def test_short_stacks_of_middle_width_are_chained_sequentially(gen):
+    """From width scan.MID on, a stack of up to scan.SHORT is the naive chain too (bit-identical)."""
+    W = near_orthogonal(scan.SHORT - 1, gen(5), d=scan.MID)
+    assert torch.equal(scan.prefix_products(W, identity_first=True)[1:], naive_prefix(W))
+
+
 @pytest.mark.parametrize("k", [scan.SHORT - 1, scan.SHORT, scan.SHORT + 1, 100, 1023, 1024])
 def test_identity_first_in_a_workspace(k, gen):
     """Narrow stacks longer than scan.SHORT (chunked, identities in front): [I, prefixes] to 1e-12, exact on

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orthoscale import stiefel
+from orthoscale import scan, stiefel
 
 F64, F32 = torch.float64, torch.float32
 ORTHO_TOL = {F64: 1e-12, F32: 1e-5}
@@ -232,6 +232,53 @@ def test_polar_in_frame_removes_drift_of_the_frame(gen):
     X = stiefel.polar_in_frame(C, torch.eye(5, dtype=F64))
     assert float(stiefel.orthonormality_error(C[1:] @ C[:-1].mT).max()) > 1e-10
     assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
+
+
+@pytest.mark.parametrize("batch,n,p", SHAPES)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 5.0])
+def test_polar_eigh_equals_svd_polar(batch, n, p, scale, gen):
+    """A (AᵀA)^{−1/2} by one eigh: the polar factor of a point plus a tangent vector to 1e-12."""
+    W, xi = point_and_tangent(batch, n, p, gen(33), F64, scale)
+    Q = stiefel.polar_eigh(W + xi)
+    assert Q.shape == W.shape
+    assert float((Q - stiefel.polar_svd(W + xi)).abs().max()) <= 1e-12
+    check_polar(W + xi, Q, 1e-12)
+
+
+def test_newton_schulz_step_with_and_without_buffers(gen):
+    """X (3I − XᵀX)/2 against the formula to rounding, orthonormality error squared (≤ err² here); the
+    buffers' old contents (NaN here) are never read."""
+    g = gen(34)
+    X = stiefel.random_point(7, 7, 50, generator=g) + 1e-6 * torch.randn(50, 7, 7, generator=g, dtype=F64)
+    ref = X @ ((3 * torch.eye(7, dtype=F64) - X.mT @ X) / 2)
+    out, scratch = torch.full_like(X, float("nan")), torch.full_like(X, float("nan"))
+    got = stiefel.newton_schulz_step(X, out=out, scratch=scratch)
+    assert got.data_ptr() == out.data_ptr()
+    assert float((got - ref).abs().max()) <= 1e-15
+    assert torch.equal(stiefel.newton_schulz_step(X), got)
+    assert float(stiefel.orthonormality_error(got).max()) <= float(stiefel.orthonormality_error(X).max()) ** 2
+
+
+@pytest.mark.parametrize("k,d", [(2000, 10), (300, 32)])
+def test_polar_in_frame_of_a_chunked_frame_in_groups(k, d, gen):
+    """A long narrow stack (scan.Chunked, updated in several groups of chunks): the same layers as the naive
+    C_j polar(A) C_{j−1}ᵀ followed by one Newton–Schulz step, to 1e-12; bit-identical with and without
+    buffers (NaN-filled)."""
+    g = gen(35)
+    W = stiefel.random_point(d, d, k, generator=g)
+    Z = torch.randn(d, d, generator=g, dtype=F64)
+    A = torch.eye(d, dtype=F64) - 0.05 * (Z - Z.mT)
+    chunks = scan.frame_prefixes(W)
+    assert len(chunks.groups()) > 1
+    C = chunks.full()
+    X = C[1:] @ stiefel.polar_svd(A) @ C[:-1].mT
+    ref = X @ ((3 * torch.eye(d, dtype=F64) - X.mT @ X) / 2)
+    got = stiefel.polar_in_frame(chunks, A)
+    assert got.shape == (k, d, d) and float((got - ref).abs().max()) <= 1e-12
+    bufs = tuple(torch.full((chunks.slots, d, d), float("nan"), dtype=F64) for _ in range(2))
+    out = torch.full((k, d, d), float("nan"), dtype=F64)
+    assert torch.equal(stiefel.polar_in_frame(chunks, A, out=out, scratch=bufs), got)
+    assert float(stiefel.orthonormality_error(got).max()) <= 1e-13
 
 
 def test_newton_schulz_falls_back_to_svd(gen):

@@ -1,10 +1,12 @@
-"""The tracking writer's MLflow calls run in a child process, so their CPU is not the driver's (real SQLite store)."""
+"""A study's MLflow calls run in a child process, so their CPU is not the driver's (real SQLite store)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from orthoscale.study.tracking import Tracker, TrackingWriter
+import pytest
+
+from orthoscale.study.tracking import Tracker, TrackerProcess, TrackingError, TrackingWriter
 
 
 def record(key: str, **extra) -> dict:
@@ -15,15 +17,30 @@ def record(key: str, **extra) -> dict:
 
 
 def test_child_runs_are_logged_by_a_process_once_each_and_failures_are_counted(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "writer")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = TrackerProcess(uri, "writer")
     parent, _ = tracker.open_parent("s", params={}, tags={})
     writer = TrackingWriter(tracker, parent, "s", retries=1)
-    assert writer.remote is not None and writer.remote.proc.poll() is None
     for rec in (record("a"), record("b"), record("a"), record("bad", cfg=None)):
         writer.submit(rec)
     writer.close()
-    assert writer.logged == 2 and writer.failed == ["bad"] and writer.remote.proc.poll() == 0
-    assert tracker.logged_trials(parent) == {"a", "b"}
+    assert writer.logged == 2 and writer.failed == ["bad"] and tracker.proc.poll() is None
+    (tmp_path / "report.txt").write_text("r")
+    tracker.close_study(parent, [str(tmp_path / "report.txt")], {"rate_exponent": -1.0}, {"orthoscale.x": "y"})
+    tracker.close()
+    assert tracker.proc.poll() == 0
+    mine = Tracker(uri, "writer")  # what the process wrote, read in this one
+    assert mine.logged_trials(parent) == {"a", "b"}
+    run = mine.client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"rate_exponent": -1.0}
+    assert run.data.tags["orthoscale.x"] == "y"
+    assert [a.path for a in mine.client.list_artifacts(parent)] == ["report.txt"]
+
+
+def test_a_store_the_tracking_process_cannot_open_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(TrackingError, match="Error"):
+        TrackerProcess(f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}", "x")
 
 
 def test_the_logging_process_loads_no_torch():
