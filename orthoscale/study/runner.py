@@ -126,9 +126,6 @@ def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: st
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # Tune's own CSV/JSON/TensorBoard files of every result: the study keeps its own record (results.jsonl)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    # nor Tune's experiment snapshot (every trial's state as JSON) every few seconds: a study resumes from its store,
-    # so Tune writes it only when it starts and ends
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(10 ** 9))
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
