@@ -16,23 +16,28 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from .. import mnist
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import RayCfg, replace_path, set_path
-from .pack import PACK, PackSearch, members, run_pack
+from .config import RayCfg, set_path
+from .pack import PACK, PackSearch, members
 from .search import CellPruner
 from .store import ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
-from .trial import run_trial, step_size
+from .trial import step_size
 
 
 def make_trainable(threads: int):
     def orthoscale_trial(config: dict, cells: list[Cell], mnist_arrays: dict | None = None) -> None:
         """One Tune trial: a pack of trials (pack.py), each μ = member["lr"] (or the searched key member["param"] =
         member["value"]) on cell member["cell_index"] of ``cells`` (the study's typed cell configs, sent once through
-        the object store by ``tune.with_parameters``)."""
+        the object store by ``tune.with_parameters``). Its modules load on its first call, not when Ray starts its
+        actor: an actor then starts in about a second, so a new worker is ready while the first trials run."""
+        from orthoscale import mnist
+        from orthoscale.study.config import replace_path
+        from orthoscale.study.pack import members, run_pack
+        from orthoscale.study.trial import run_trial
+
         for root, (images, labels) in (mnist_arrays or {}).items():  # the driver's MNIST, via the object store
             mnist.provide(root, "train", images, labels)
         node = ray.get_runtime_context().get_node_id()

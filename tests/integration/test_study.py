@@ -178,6 +178,21 @@ def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
     assert res.fanout["warning"] is None and "concurrency: mean" in res.text
 
 
+def test_a_study_of_short_trials_run_as_a_command_keeps_both_cores_busy(tmp_path):
+    """Trials of ~0.2 s in packs, through the user's command and its own embedded Ray: both slots stay in use,
+    measured from the study's durable records (a Tune setting once cut such a study to one trial at a time)."""
+    from orthoscale.study.capacity import measure
+
+    out = run_cli(["model.depth=2,4,8,16", "seed=0,1", "search.trials=8", "model.width=8", "stop.max_iters=400",
+                   "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0", "tracking.enabled=false",
+                   f"study.state_dir={tmp_path}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    recs = ResultStore(next(tmp_path.glob("studies/*/results.jsonl")).parent).load()
+    conc = measure(recs)
+    assert len(recs) == 64 and conc.peak == 2 and len({r["result"]["pid"] for r in recs}) == 2
+    assert conc.mean >= 1.4, out.stdout[-2000:]
+
+
 def test_tracking_off_keeps_results_and_report(ray_local, tmp_path):
     res = plan_and_run(["model.depth=2,3", "seed=0", "search.trials=2", "tracking.enabled=false", *TINY], tmp_path)
     assert res.parent_run_id is None and not res.unlogged and res.trials_logged == 0
