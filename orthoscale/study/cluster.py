@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 
@@ -27,6 +29,13 @@ def connect(spec: RayCfg, verbose: int) -> str:
     return "local"
 
 
+class _NoSigtermNotice(logging.Filter):
+    """Drops ray.init's notice that it set no SIGTERM handler off the main thread: RayStart sets the same one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
 class RayStart:
     """:func:`connect` on a thread of its own while the caller goes on. The thread outlives the call: the
     processes of an embedded Ray are tied to the thread that started them (they end with it), so it waits
@@ -35,6 +44,9 @@ class RayStart:
     def __init__(self, spec: RayCfg, verbose: int):
         self.started, self.seconds, self.error = time.perf_counter(), None, None
         self.done = threading.Event()
+        if threading.current_thread() is threading.main_thread():  # what ray.init sets in a main thread
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        logging.getLogger("ray._private.worker").addFilter(_NoSigtermNotice())
         threading.Thread(target=self._run, args=(spec, verbose), name="orthoscale-ray", daemon=True).start()
 
     def _run(self, spec: RayCfg, verbose: int) -> None:
