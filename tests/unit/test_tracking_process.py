@@ -18,7 +18,7 @@ def record(key: str, **extra) -> dict:
 
 def test_child_runs_are_logged_by_a_process_once_each_and_failures_are_counted(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = TrackerProcess(uri, "writer")
+    tracker = TrackerProcess(uri, "writer", (tmp_path / "artifacts").as_uri())  # not ./mlruns of the caller
     parent, _ = tracker.open_parent("s", params={}, tags={})
     writer = TrackingWriter(tracker, parent, "s", retries=1)
     for rec in (record("a"), record("b"), record("a"), record("bad", cfg=None)):
