@@ -5,6 +5,7 @@ trials are read back from the durable store (not rerun, not re-logged), the pare
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -223,11 +224,14 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
                        first_error(records))
 
 
+def done_per_cell(finished: list[dict]) -> dict[int, int]:
+    """Recorded trials per cell index."""
+    return dict(collections.Counter(rec["cell_index"] for rec in finished))
+
+
 def may_have_trials(cells: list[Cell], finished: list[dict]) -> bool:
     """Whether a cell has fewer recorded trials than search.trials (a cheap upper bound: the searcher decides)."""
-    done: dict[int, int] = {}
-    for rec in finished:
-        done[rec["cell_index"]] = done.get(rec["cell_index"], 0) + 1
+    done = done_per_cell(finished)
     return any(done.get(c.index, 0) < c.cfg.search.trials for c in cells)
 
 
@@ -292,9 +296,7 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
 
     capacity = Capacity(cfg.ray, ray.cluster_resources, cfg.ray.refresh)
     hosts_before = worker_hosts()
-    done_before: dict[int, int] = {}
-    for rec in finished:
-        done_before[rec["cell_index"]] = done_before.get(rec["cell_index"], 0) + 1
+    done_before = done_per_cell(finished)
     progress = Progress(sum(searcher.budget), len(cells), searcher.budget, done_before,
                         [c.cfg.model.depth for c in cells], cfg.study.progress_every, out, capacity)
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]

@@ -93,7 +93,6 @@ class Tracker:
         uri, env = split_credentials(uri)  # credentials travel in MLflow's env variables, never in the URI
         os.environ.update(env)
         fresh_sqlite(uri)
-        self.reopen = (uri, experiment, artifact_location)  # the same store from another process (env inherited)
         from mlflow import MlflowClient
 
         self.client = MlflowClient(uri)
