@@ -6,7 +6,9 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -178,19 +180,37 @@ def test_a_local_study_runs_a_trial_per_core(ray_local, tmp_path):
     assert res.fanout["warning"] is None and "concurrency: mean" in res.text
 
 
+def ray_processes(temp: str) -> list[int]:
+    """Live processes whose environment names ``temp`` as Ray's temp dir: an embedded Ray's and its children's."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"RAY_TMPDIR={temp}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                alive.append(int(proc.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            pass
+    return alive
+
+
 def test_a_study_of_short_trials_run_as_a_command_keeps_both_cores_busy(tmp_path):
     """Trials of ~0.2 s in packs, through the user's command and its own embedded Ray: both slots stay in use,
-    measured from the study's durable records (a Tune setting once cut such a study to one trial at a time)."""
+    measured from the study's durable records (a Tune setting once cut such a study to one trial at a time);
+    the command leaves no process of its Ray behind (it shuts Ray down on a thread while it writes the report)."""
     from orthoscale.study.capacity import measure
 
+    temp = tempfile.mkdtemp(prefix="or", dir="/tmp")  # short: Ray puts socket paths under it
     out = run_cli(["model.depth=2,4,8,16", "seed=0,1", "search.trials=8", "model.width=8", "stop.max_iters=400",
                    "search.pruner=none", "search.sampler=tpe", "search.edge_rounds=0", "tracking.enabled=false",
-                   f"study.state_dir={tmp_path}"])
+                   f"study.state_dir={tmp_path}"], env={**os.environ, "RAY_TMPDIR": temp})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "WARNING" not in out.stderr and "Token authentication" not in out.stderr, out.stderr[-2000:]
     recs = ResultStore(next(tmp_path.glob("studies/*/results.jsonl")).parent).load()
     conc = measure(recs)
     assert len(recs) == 64 and conc.peak == 2 and len({r["result"]["pid"] for r in recs}) == 2
     assert conc.mean >= 1.4, out.stdout[-2000:]
+    assert next(Path(temp).glob("ray/session_*/logs/raylet.out"))  # the study's Ray did run there
+    time.sleep(1)  # its processes' last exits
+    assert ray_processes(temp) == []
 
 
 def test_tracking_off_keeps_results_and_report(ray_local, tmp_path):
