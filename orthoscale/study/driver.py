@@ -171,10 +171,11 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     store = ResultStore(folder)
     finished = store.load()
     starting = None
-    if run_trials and may_have_trials(cells, finished):  # Ray starts while Tune and MLflow load (seconds each)
+    if run_trials and may_have_trials(cells, finished):  # Ray starts while Tune, MLflow and the plots load
         from .cluster import RayStart
 
         starting = RayStart(cfg.ray, cfg.study.verbose)
+        threading.Thread(target=report.warm_plots, name="orthoscale-plots", daemon=True).start()
     from .pack import PackSearch
 
     searcher = PackSearch(cells, to_dict(cfg)["search"], finished, cfg.ray.pack, cfg.ray.pack_gap)
@@ -307,7 +308,6 @@ def _fan_out(cfg, cells, searcher, store, writer, overrides, name, state, finish
     prefix = [o for o in overrides if o.split("=")[0] not in cfg.family.grid]
     attempt = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     recorder = Recorder(cells, store, writer, prefix, attempt)
-    threading.Thread(target=report.warm_plots, name="orthoscale-plots", daemon=True).start()  # idle driver
     run_tuner(cells, searcher, cfg.ray, name=attempt, storage=state / "ray", callbacks=[recorder, progress],
               verbose=cfg.study.verbose, capacity=capacity, arrays=arrays)
     progress.finish()

@@ -154,7 +154,7 @@ def table(rows: list[dict]) -> str:
 
 
 def warm_plots() -> None:
-    """Load the plotting stack ahead of :func:`write` (the driver calls it on a thread while trials run)."""
+    """Load the plotting stack ahead of :func:`write` (the driver calls it on a thread while Ray starts)."""
     from . import plots
 
     plots.warm()
