@@ -15,6 +15,8 @@ products) squares that away: on the first carried step and every ``REORTHO`` ste
 """
 from __future__ import annotations
 
+import numpy as np
+import scipy.linalg
 import torch
 
 from . import scan, stiefel
@@ -26,12 +28,17 @@ ATTR = "_orthoscale_frame"  # where a stack carries its frame: (stamp, chunks, a
 
 def skew_schur(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, ω) with S ≈ V Σ Vᵀ for a skew S (d × d, d even): V orthogonal, Σ zero but for the 2 × 2 blocks
-    [[0, ω_l], [−ω_l, 0]] on columns (2l, 2l + 1). The real Schur form (LAPACK, float64, on the CPU) of a
-    normal matrix is block diagonal: its 2 × 2 blocks first, then its 1 × 1 blocks (real eigenvalues, ≈ 0)
-    in consecutive pairs, each at ω = its (≈ 0) coupling. V gets one Newton–Schulz step (orthogonal to
-    rounding, not d·eps)."""
-    import scipy.linalg
-    T, V = scipy.linalg.schur(S.detach().to("cpu", torch.float64).numpy(), output="real")
+    [[0, ω_l], [−ω_l, 0]] on columns (2l, 2l + 1) (:func:`_skew_schur`, in float64 on the CPU)."""
+    V, omega = _skew_schur(S.detach().to("cpu", torch.float64).numpy())
+    return torch.from_numpy(V).to(S), torch.from_numpy(omega).to(S)
+
+
+def _skew_schur(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`skew_schur` in numpy (a d × d problem: a handful of numpy calls cost less than torch's). The
+    real Schur form (LAPACK) of a normal matrix is block diagonal: its 2 × 2 blocks first, then its 1 × 1
+    blocks (real eigenvalues, ≈ 0) in consecutive pairs, each at ω = its (≈ 0) coupling. V gets one
+    Newton–Schulz step (orthogonal to rounding, not d·eps)."""
+    T, V = scipy.linalg.schur(S, output="real")
     d, i, pairs, singles = T.shape[0], 0, [], []
     while i < d:
         if i + 1 < d and T[i + 1, i] != 0:
@@ -40,11 +47,20 @@ def skew_schur(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         else:
             singles.append(i)
             i += 1
-    order = torch.tensor(pairs + singles)
-    T, V = torch.from_numpy(T)[order][:, order], torch.from_numpy(V)[:, order]
-    omega = (T.diagonal(1)[::2] - T.diagonal(-1)[::2]) / 2
-    V = V @ (1.5 * torch.eye(d, dtype=V.dtype) - 0.5 * V.mT @ V)
-    return V.to(S), omega.to(S)
+    if singles:
+        order = pairs + singles
+        T, V = T[np.ix_(order, order)], V[:, order]
+    omega = (np.diagonal(T, 1)[::2] - np.diagonal(T, -1)[::2]) / 2
+    return V @ (1.5 * np.eye(d) - 0.5 * (V.T @ V)), omega
+
+
+def _phases(phi: np.ndarray, first: int, count: int) -> np.ndarray:
+    """e^{ijφ} (count, len(φ)) for j = first, first + 1, …: e^{i(a + b)φ} = e^{iaφ} e^{ibφ} with a
+    the multiples of ⌈√count⌉ and b the rest, so that only ~2√count rows of exponentials are taken."""
+    n = int(np.ceil(np.sqrt(count)))
+    coarse = np.exp(1j * ((first + n * np.arange(n))[:, None] * phi))
+    fine = np.exp(1j * (np.arange(n)[:, None] * phi))
+    return (coarse[:, None, :] * fine[None, :, :]).reshape(n * n, -1)[:count]
 
 
 def applies(chunks: scan.Chunked) -> bool:
@@ -77,27 +93,28 @@ def polar_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     d, m = L.shape[-1], L.shape[-1] // 2
     lead = max(pad, 1)  # slot lead − 1 holds C_0 = I (a whole frame keeps it implicit: one slot more)
     slots = L.shape[0] + lead - pad
-    V, omega = skew_schur(A - stiefel.eye_like(A))
+    S = A.detach().to("cpu", torch.float64).numpy() - np.eye(d)
+    V, omega = _skew_schur(S)
+    phase = torch.from_numpy(_phases(np.arctan(omega), 1 - lead, slots)).to(L.device, L.dtype.to_complex())
     fresh = lambda: torch.empty((slots, d, d), dtype=L.dtype, device=L.device)
     new = fresh() if ws is None else next(b for b in (ws.buffer((name, i), (slots, d, d), L) for i in range(2))
                                           if b.data_ptr() != L.data_ptr())
     reortho = age is None or age + 1 >= REORTHO
     E = (fresh() if ws is None else ws.buffer((name, "tmp"), (slots, d, d), L)) if reortho else new
     if B is None:  # E = [C_0; L] V
-        E[0] = V
-        torch.mm(L.reshape(-1, d), V, out=E[1:].view(-1, d))
+        Vt = torch.from_numpy(V).to(L)
+        E[0] = Vt
+        torch.mm(L.reshape(-1, d), Vt, out=E[1:].view(-1, d))
     elif B.shape[0] == 1:  # E = L (B V): one basis (a carried frame), one product over all rows
-        torch.mm(L.view(-1, d), B[0] @ V, out=E.view(-1, d))
+        BV = B[0].detach().to("cpu", torch.float64).numpy() @ V  # in float64: B = V_oldᵀ
+        torch.mm(L.view(-1, d), torch.from_numpy(BV).to(L), out=E.view(-1, d))
     else:  # chunk by chunk (a scanned frame)
-        torch.bmm(chunks._rows(L), B @ V, out=chunks._rows(E))
-    j = torch.arange(1 - lead, slots - lead + 1, dtype=torch.float64, device=L.device)
-    angle = j[:, None] * torch.atan(omega.double())  # in float64 whatever the stack's dtype: |jφ| ≫ 1
-    phase = torch.complex(torch.cos(angle), torch.sin(angle)).to(L.dtype.to_complex())
-    torch.view_as_complex(E.view(slots, d, m, 2)).mul_(phase[:, None])
+        torch.bmm(chunks._rows(L), B @ torch.from_numpy(V).to(L), out=chunks._rows(E))
+    torch.view_as_complex(E.view(slots, d, m, 2)).mul_(phase[:, None])  # the pairs times e^{ijφ}
     if reortho:
         scratch = None if ws is None else ws.buffer((name, "scratch"), (slots, d, d), L)
         stiefel.newton_schulz_step(E, out=new, scratch=scratch)
     X = torch.bmm(new[lead:], new[lead - 1:-1].mT, out=out)
-    frame = scan.Chunked(new, V.mT.contiguous()[None], lead)
+    frame = scan.Chunked(new, torch.from_numpy(V.T.copy()).to(L)[None], lead)
     setattr(X, ATTR, (_stamp(X, frame), frame, 0 if reortho else age + 1))
     return X
