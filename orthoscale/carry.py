@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import torch
 
 from . import scan, stiefel
@@ -38,7 +39,7 @@ def _skew_schur(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     real Schur form (LAPACK) of a normal matrix is block diagonal: its 2 × 2 blocks first, then its 1 × 1
     blocks (real eigenvalues, ≈ 0) in consecutive pairs, each at ω = its (≈ 0) coupling. V gets one
     Newton–Schulz step (orthogonal to rounding, not d·eps)."""
-    T, V = scipy.linalg.schur(S, output="real")
+    T, V = _gees(S)
     d, i, pairs, singles = T.shape[0], 0, [], []
     while i < d:
         if i + 1 < d and T[i + 1, i] != 0:
@@ -54,13 +55,24 @@ def _skew_schur(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return V @ (1.5 * np.eye(d) - 0.5 * (V.T @ V)), omega
 
 
-def _phases(phi: np.ndarray, first: int, count: int) -> np.ndarray:
-    """e^{ijφ} (count, len(φ)) for j = first, first + 1, …: e^{i(a + b)φ} = e^{iaφ} e^{ibφ} with a
-    the multiples of ⌈√count⌉ and b the rest, so that only ~2√count rows of exponentials are taken."""
+def _gees(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, V), S = V T Vᵀ, by LAPACK's dgees directly (scipy.linalg.schur's checks cost as much as the
+    decomposition at d = 10)."""
+    gees, = scipy.linalg.lapack.get_lapack_funcs(("gees",), (S,))
+    T, _, _, _, V, _, info = gees(lambda re, im: None, S, compute_v=1, sort_t=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgees failed (info = {info})")
+    return T, V
+
+
+def _phases(phi: np.ndarray, first: int, count: int) -> torch.Tensor:
+    """e^{ijφ} (count, len(φ)), complex128, for j = first, first + 1, …: e^{i(a + b)φ} = e^{iaφ} e^{ibφ}
+    with a the multiples of n = ⌈√count⌉ and b < n, so that only 2n rows of sines and cosines are taken."""
     n = int(np.ceil(np.sqrt(count)))
-    coarse = np.exp(1j * ((first + n * np.arange(n))[:, None] * phi))
-    fine = np.exp(1j * (np.arange(n)[:, None] * phi))
-    return (coarse[:, None, :] * fine[None, :, :]).reshape(n * n, -1)[:count]
+    a = np.arange(n, dtype=np.float64)[:, None]
+    x = np.concatenate([(first + n * a) * phi, a * phi])
+    e = torch.from_numpy(np.cos(x) + 1j * np.sin(x))
+    return (e[:n, None, :] * e[None, n:, :]).view(n * n, -1)[:count]
 
 
 def applies(chunks: scan.Chunked) -> bool:
@@ -95,7 +107,7 @@ def polar_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     slots = L.shape[0] + lead - pad
     S = A.detach().to("cpu", torch.float64).numpy() - np.eye(d)
     V, omega = _skew_schur(S)
-    phase = torch.from_numpy(_phases(np.arctan(omega), 1 - lead, slots)).to(L.device, L.dtype.to_complex())
+    phase = _phases(np.arctan(omega), 1 - lead, slots).to(L.device, L.dtype.to_complex())
     fresh = lambda: torch.empty((slots, d, d), dtype=L.dtype, device=L.device)
     new = fresh() if ws is None else next(b for b in (ws.buffer((name, i), (slots, d, d), L) for i in range(2))
                                           if b.data_ptr() != L.data_ptr())
