@@ -79,7 +79,8 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
 
 def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction: str, arch: Architecture,
                   ws: Workspace | None) -> torch.Tensor:
-    """Block ``n`` (B, in its frame F) retracted from W_i + ξ_i = C_j A C_{j−1}ᵀ: polar, C_j polar(A) C_{j−1}ᵀ;
+    """Block ``n`` (B, in its frame F) retracted from W_i + ξ_i = C_j A C_{j−1}ᵀ: polar, C_j polar(A) C_{j−1}ᵀ
+    (by carry.polar_step where carry.applies: the result carries its frame to the next step);
     qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed). With ``ws`` the
     temporaries and the result are its buffers (the QR's column-major, as LAPACK writes them in place)."""
     size = (F.chunks.slots,) + tuple(B.shape[1:])
