@@ -137,8 +137,9 @@ def main() -> None:
     budget = 0.3 if quick else 1.0
     min_reps = 3 if quick else 5
     header("bench_depth: one RGD step, widths (d,)*(N+1), free first layer, columns, polar, spectral", quick)
-    print(f"lr = {LR}, whitened teacher–student (m = 20·d, noise {NOISE}), median of ≥{min_reps} timed steps "
-          f"after warm-up, all from the same iterate\n", flush=True)
+    print(f"lr = {LR}, whitened teacher–student (m = 20·d, noise {NOISE}); loop and geoopt: median of ≥{min_reps} "
+          f"timed steps after warm-up from the same iterate; stacked: median of ≥{min_reps} cycles of "
+          f"{carry.REORTHO} consecutive steps of a run from it, per step\n", flush=True)
     load = CpuLoad()
 
     cols = ("dtype", "d", "N", "stacked ms", "1 thread", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
