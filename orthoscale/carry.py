@@ -16,7 +16,6 @@ products) squares that away: on the first carried step and every ``REORTHO`` ste
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 import scipy.linalg.lapack
 import torch
 
