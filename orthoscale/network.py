@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import scan, stiefel
+from . import carry, scan, stiefel
 from .workspace import Workspace
 
 FREE_LAYERS = ("first", "last", "none")
@@ -140,9 +140,12 @@ def stack(Ws: list[torch.Tensor], arch: Architecture) -> list[torch.Tensor]:
 class Frame:
     """An orthogonal square block W_a … W_b as W_i = C_j C_{j−1}ᵀ (j = i − a + 1), C (k+1, d, d),
     C_j = W_{a+j−1}···W_a, C_0 = I; its gradient has the form G_i = C_j M C_{j−1}ᵀ with one M (d, d).
-    ``prefixes``: C itself or the same prefixes in chunks (scan.Chunked), C then formed on first use."""
+    ``prefixes``: C itself or the same prefixes in chunks (scan.Chunked), C then formed on first use.
+    ``age``: None for prefixes from a scan; for a frame carried from the last step (carry.frame_of), the
+    carried steps since its last Newton–Schulz step."""
     prefixes: torch.Tensor | scan.Chunked
     M: torch.Tensor | None = None
+    age: int | None = None
 
     @property
     def chunks(self) -> scan.Chunked:
@@ -198,7 +201,7 @@ class Chain:
         lo, hi = self.below[b], self.above[b]
         M = F.chunks.last().mT @ (K if hi is None else hi.mT @ K)
         M = M if lo is None else M @ lo.mT
-        return None, Frame(F.prefixes, M)
+        return None, Frame(F.prefixes, M, F.age)
 
 
     def _short_gradient(self, b: int, K: torch.Tensor) -> torch.Tensor:
@@ -226,11 +229,10 @@ def _with_eye(rest: torch.Tensor, n: int, *, first: bool) -> torch.Tensor:
 
 
 def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> Chain:
-    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one); the
-    frames' C in ``ws`` (valid until its next use) if given."""
+    """The :class:`Chain` of blocks[1:]: one prefix scan per block (two for a non-orthogonal one, none for one
+    that carries its frame from the last step); the frames' C in ``ws`` (valid until its next use) if given."""
     chain = blocks[1:]
-    frames = [Frame(scan.frame_prefixes(B, ws=ws, name=("frame", b))) if _orthogonal_square(B, ws) else None
-              for b, B in enumerate(chain)]
+    frames = [_frame(B, b, ws) for b, B in enumerate(chain)]
     inner = [scan.prefix_products(B) if F is None else None for B, F in zip(chain, frames)]  # W_j···W_a
     totals = [P[-1] if F is None else F.chunks.last() for P, F in zip(inner, frames)]  # each block's product
     below, carry = [], None
@@ -244,6 +246,15 @@ def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> 
         carry = totals[b] if carry is None else carry @ totals[b]
     suffixes = [scan.suffix_products(B) if F is None else None for B, F in zip(chain, frames)]
     return Chain(below, above, frames, inner, suffixes, top)
+
+
+def _frame(B: torch.Tensor, b: int, ws: Workspace | None) -> Frame | None:
+    """Block b's frame: the one it carries from the step that wrote it (carry.frame_of), else from a prefix
+    scan if it is an orthogonal square stack, else None."""
+    carried = carry.frame_of(B)
+    if carried is not None:
+        return Frame(carried[0], age=carried[1])
+    return Frame(scan.frame_prefixes(B, ws=ws, name=("frame", b))) if _orthogonal_square(B, ws) else None
 
 
 def _orthogonal_square(B: torch.Tensor, ws: Workspace | None = None) -> bool:

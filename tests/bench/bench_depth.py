@@ -5,7 +5,10 @@ balance, lr = LR; a whitened teacher–student problem (data.teacher_student). T
 same iterate (the squared loss through the second moments everywhere, so all three solve the same problem):
 
   stacked  losses.squared_fast + optim.step on the stacked blocks, as train.train runs them: the
-           orthogonal run held by its prefix products and updated in that frame (network.Frame)
+           orthogonal run held by its prefix products and updated in that frame (network.Frame), the
+           frame carried from step to step (carry.py); timed in steady state, as consecutive steps of a
+           run from the iterate, the mean over whole cycles of carry.REORTHO steps (one of which takes the
+           frame's Newton–Schulz step); the checks compare the first step from the iterate (a scanned frame)
   loop     loop.gradients + loop.step on the list network.layers(blocks) (a Python loop over layers)
   geoopt   per-layer parameters: nn.Parameter (free layer) and ManifoldParameters on
            geoopt.Stiefel(canonical=False), RiemannianSGD, loss L* + ½‖P − P*‖² by autograd through
@@ -26,12 +29,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, count_aten_ops, fmt_check, fmt_ms,
+from common import (DTYPES, CpuLoad, GeooptRGD, Timing, fast_step, count_aten_ops, fmt_check, fmt_ms,
                     fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
                     parse_args)
-from orthoscale import data, init, losses, optim, stiefel
+from orthoscale import carry, data, init, losses, optim, stiefel
 from tests import loop
-from orthoscale.network import Architecture, layers
+from orthoscale.network import Architecture, hidden_products, layers
+from orthoscale.data import Problem
 from orthoscale.workspace import Workspace
 
 LR = 0.1
@@ -52,6 +56,11 @@ def setup(d: int, N: int, dtype: torch.dtype, seed: int):
     return arch, problem, blocks
 
 
+def per_step(t: Timing) -> Timing:
+    """A timing of :func:`cycle`-like calls (carry.REORTHO steps each) as the mean per step."""
+    return Timing(t.seconds / carry.REORTHO, t.reps, t.clean, t.faults / carry.REORTHO)
+
+
 def one_thread(fn):
     """fn() under torch.set_num_threads(1), the thread count restored afterwards."""
     n = torch.get_num_threads()
@@ -60,6 +69,63 @@ def one_thread(fn):
         return fn()
     finally:
         torch.set_num_threads(n)
+
+
+def breakdown_carried(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], lr: float, *, budget: float,
+              min_reps: int, profile: bool = False) -> None:
+    """Median time and ATen call count of each phase of the fast (stacked) step, each phase run alone: the
+    steady state (an iterate carrying its frame from the step before, carry.py) and, for comparison, the
+    first step of a run (the frame from a prefix scan, the update with a Newton–Schulz step).
+
+    Layout assumed: blocks[0] the free first layer, blocks[1] the stack of orthonormal layers.
+    """
+    opt, ws = optim.Optimizer(lr), Workspace()
+    ev0 = losses.squared_fast(blocks, problem)
+    cur = optim.step(blocks, ev0.block_grads, arch, opt, ev0.frames)  # carries its frame (age 0)
+    ev = losses.squared_fast(cur, problem)
+    V, G, W1 = cur[1], ev.grads[1], cur[0][0]
+    xi = -(lr / optim.balance(W1, "spectral")) * stiefel.project(V, G)
+    S = -(lr / optim.balance(W1, "spectral")) * (ev.frames[1].M - ev.frames[1].M.mT) / 2
+    state = [cur]
+
+    def cycle():
+        for _ in range(carry.REORTHO):
+            state[0] = fast_step(state[0], problem, arch, opt, ws)
+
+    phases = [
+        ("network.hidden_products (carried frame)", lambda: hidden_products(cur), 1),
+        ("losses.squared_fast (whole gradient)", lambda: losses.squared_fast(cur, problem), 1),
+        ("optim.balance (spectral s², eigvalsh)", lambda: optim.balance(W1, "spectral"), 1),
+        ("optim.step, carried frame (whole update)", lambda: optim.step(cur, ev.block_grads, arch, opt, ev.frames), 1),
+        ("  of which carry.skew_schur (d×d)", lambda: carry.skew_schur(S), 1),
+        ("first step: hidden_products (prefix scan)", lambda: hidden_products(blocks), 1),
+        ("first step: optim.step (+ Newton–Schulz)", lambda: optim.step(blocks, ev0.block_grads, arch, opt,
+                                                                        ev0.frames), 1),
+        ("  per layer instead: stiefel.project", lambda: stiefel.project(V, G), 1),
+        (f"  per layer instead: retract polar ({ns_iterations(V, xi)} NS it)",
+         lambda: stiefel.retract(V, xi, "polar"), 1),
+        (f"full step, mean of a run's {carry.REORTHO}", cycle, carry.REORTHO),
+    ]
+    results = [(name, median_time(fn, warmup=2, min_reps=min_reps, max_reps=500 // per, budget_s=budget),
+                count_aten_ops(fn) / per, per) for name, fn, per in phases]
+    total = results[-1][1].seconds / results[-1][3]
+    print(f"{'phase':>46}  {'ms':>8}  {'% step':>6}  {'ATen calls':>10}  {'pf/call':>7}")
+    for name, t, n, per in results:
+        print(f"{name:>46}  {fmt_ms(t.seconds / per) + ('' if t.clean else '*'):>8}  "
+              f"{100 * t.seconds / per / total:>5.0f}%  {n:>10.0f}  {t.faults / per:>7.0f}")
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+        fn = lambda: fast_step(state[0], problem, arch, opt, ws)
+        for _ in range(3):
+            fn()
+        reps = max(3, min(50, int(budget / max(total, 1e-6))))
+        with prof(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+            for _ in range(reps):
+                fn()
+        print(f"\ntorch.profiler, {reps} steps from a carried frame (self CPU time, by op and input shape):")
+        print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20,
+                                                               max_name_column_width=28,
+                                                               max_shapes_column_width=50))
 
 
 def main() -> None:
@@ -71,8 +137,9 @@ def main() -> None:
     budget = 0.3 if quick else 1.0
     min_reps = 3 if quick else 5
     header("bench_depth: one RGD step, widths (d,)*(N+1), free first layer, columns, polar, spectral", quick)
-    print(f"lr = {LR}, whitened teacher–student (m = 20·d, noise {NOISE}), median of ≥{min_reps} timed steps "
-          f"after warm-up, all from the same iterate\n", flush=True)
+    print(f"lr = {LR}, whitened teacher–student (m = 20·d, noise {NOISE}); loop and geoopt: median of ≥{min_reps} "
+          f"timed steps after warm-up from the same iterate; stacked: median of ≥{min_reps} cycles of "
+          f"{carry.REORTHO} consecutive steps of a run from it, per step\n", flush=True)
     load = CpuLoad()
 
     cols = ("dtype", "d", "N", "stacked ms", "1 thread", "NS it", "ATen/step", "pf/step", "loop ms", "loop/stacked",
@@ -93,8 +160,15 @@ def main() -> None:
 
                 ws = Workspace()
 
-                def stacked():
-                    return fast_step(blocks, problem, arch, opt, ws)
+                state = [blocks]
+
+                def stacked():  # one step of the run, from the last one's iterate (and its carried frame)
+                    state[0] = fast_step(state[0], problem, arch, opt, ws)
+                    return state[0]
+
+                def cycle():  # carry.REORTHO consecutive steps: the frame's Newton–Schulz step once
+                    for _ in range(carry.REORTHO):
+                        stacked()
 
                 def per_layer():
                     return loop.step(Ws, loop.gradients(Ws, problem)[1], arch, opt)
@@ -102,7 +176,7 @@ def main() -> None:
                 geo, loss = GeooptRGD(Ws, LR), moments_loss(problem)
 
                 # same-step checks (also the warm-up of each implementation)
-                out_stacked = stacked()
+                out_stacked = fast_step(blocks, problem, arch, opt, Workspace())  # the first step, scanned frame
                 diff_loop = max_abs_diff(layers(out_stacked), per_layer())
                 ref = optim.step(blocks, losses.squared_fast(blocks, problem).grads, arch, opt_geo)
                 geo.step(loss)
@@ -110,11 +184,12 @@ def main() -> None:
                 ev = losses.squared_fast(blocks, problem)
                 xi = -(LR / optim.balance(blocks[0][0], "spectral")) * stiefel.project(blocks[1], ev.grads[1])
                 n_it = ns_iterations(blocks[1], xi)
+                stacked()  # the run's first step scans the frame; ATen calls of the next (carried) one
                 n_ops = count_aten_ops(stacked)
 
-                tm_st = median_time(stacked, warmup=3, min_reps=min_reps, max_reps=500, budget_s=budget)
-                tm_st1 = one_thread(lambda: median_time(stacked, warmup=1, min_reps=min_reps, max_reps=500,
-                                                        budget_s=budget))
+                tm_st = per_step(median_time(cycle, warmup=1, min_reps=min_reps, max_reps=50, budget_s=budget))
+                tm_st1 = per_step(one_thread(lambda: median_time(cycle, warmup=1, min_reps=min_reps, max_reps=50,
+                                                                 budget_s=budget)))
                 tm_loop = median_time(per_layer, warmup=1, min_reps=min_reps, max_reps=200, budget_s=budget)
                 tm_geo = median_time(lambda: geo.step(loss), setup=lambda: geo.load(Ws), warmup=1,
                                      min_reps=min_reps, max_reps=200, budget_s=budget)
@@ -133,8 +208,9 @@ def main() -> None:
     print("  here (the framed update needs one d×d polar factor and one Newton–Schulz step);")
     print("  1 thread: the stacked step again under torch.set_num_threads(1) (a narrow step's kernels are small:")
     print("  where other processes hold the cores, every parallel region waits for a descheduled peer);")
-    print("  ATen/step: ATen operator calls of one stacked step (views included); pf/step: minor page faults per")
-    print("  stacked step (fresh pages the allocator got from the kernel).")
+    print("  stacked ms: the mean step of a run over whole cycles of carry.REORTHO steps (median of cycles);")
+    print("  ATen/step: ATen operator calls of one stacked step from a carried frame (views included); pf/step:")
+    print("  minor page faults per stacked step (fresh pages the allocator got from the kernel).")
     print("chk loop: max |Δ| of the layers after one step, stacked vs loop (same algorithm); chk geo: geoopt vs")
     print("  optim.step(retraction='qr', balance='none') on the stacked gradients; tolerance 1e-8 (f64), 1e-3 (f32).")
     print(f"grid time {time.perf_counter() - start:.0f} s")
@@ -151,7 +227,7 @@ def main() -> None:
     arch, problem, blocks = setup(PROFILE_D, max(Ns), DTYPES[PROFILE_DTYPE], seed=1)
     print(f"\nwhere the stacked step's time goes: d = {PROFILE_D}, N = {max(Ns)}, {PROFILE_DTYPE} "
           "(each phase timed alone)")
-    breakdown(arch, problem, blocks, LR, budget=budget, min_reps=min_reps, profile=args.profile)
+    breakdown_carried(arch, problem, blocks, LR, budget=budget, min_reps=min_reps, profile=args.profile)
     footer_load(load)
 
 

@@ -1,0 +1,131 @@
+"""A framed orthogonal stack carried from one polar step to the next, without a new prefix scan.
+
+An orthogonal square stack W_i = C_j C_{j−1}ᵀ (network.Frame) takes the framed polar step
+W_i ← C_j Q C_{j−1}ᵀ, Q = polar(I + S), S skew (d × d). The new layers have the prefixes C_j Qʲ
+(Qʲ Q^{−(j−1)} = Q), so the next frame needs no scan. In the real Schur basis of S, S = V Σ Vᵀ with
+2 × 2 blocks [[0, ω], [−ω, 0]] on column pairs (v_{2l}, v_{2l+1}), Q = V R Vᵀ where R rotates each pair
+by φ = atan ω; Qʲ = V Rʲ Vᵀ, Rʲ the rotation by jφ. With the frame held in a rotating basis,
+C_j = L_q B (scan.Chunked, slot q = pad + j − 1), the new frame is L'_q = (L_q B V) Rʲ, B' = Vᵀ:
+one (stack·d × d)·(d × d) product and one elementwise pass (each pair of columns is a complex number,
+Rʲ multiplies it by e^{ijφ}); the new layers are W_i = L'_q L'_{q−1}ᵀ, one batched product.
+
+Orthogonality drift: L' inherits the rounding of L and adds a few eps per step (V and Rʲ are orthogonal to
+rounding); a scanned frame carries ≈ j·eps from its j products. One Newton–Schulz step on L' (two batched
+products) squares that away: on the first carried step and every ``REORTHO`` steps after.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg.lapack
+import torch
+
+from . import scan, stiefel
+from .workspace import Workspace
+
+REORTHO = 16  # carried steps between two Newton–Schulz steps on the frame (drift ≲ REORTHO · few eps)
+ATTR = "_orthoscale_frame"  # where a stack carries its frame: (stamp, chunks, age)
+
+
+def skew_schur(S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, ω) with S ≈ V Σ Vᵀ for a skew S (d × d, d even): V orthogonal, Σ zero but for the 2 × 2 blocks
+    [[0, ω_l], [−ω_l, 0]] on columns (2l, 2l + 1) (:func:`_skew_schur`, in float64 on the CPU)."""
+    V, omega = _skew_schur(S.detach().to("cpu", torch.float64).numpy())
+    return torch.from_numpy(V).to(S), torch.from_numpy(omega).to(S)
+
+
+def _skew_schur(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`skew_schur` in numpy (a d × d problem: a handful of numpy calls cost less than torch's). The
+    real Schur form (LAPACK) of a normal matrix is block diagonal: its 2 × 2 blocks first, then its 1 × 1
+    blocks (real eigenvalues, ≈ 0) in consecutive pairs, each at ω = its (≈ 0) coupling. V gets one
+    Newton–Schulz step (orthogonal to rounding, not d·eps)."""
+    T, V = _gees(S)
+    d, i, pairs, singles = T.shape[0], 0, [], []
+    while i < d:
+        if i + 1 < d and T[i + 1, i] != 0:
+            pairs += [i, i + 1]
+            i += 2
+        else:
+            singles.append(i)
+            i += 1
+    if singles:
+        order = pairs + singles
+        T, V = T[np.ix_(order, order)], V[:, order]
+    omega = (np.diagonal(T, 1)[::2] - np.diagonal(T, -1)[::2]) / 2
+    return V @ (1.5 * np.eye(d) - 0.5 * (V.T @ V)), omega
+
+
+def _gees(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, V), S = V T Vᵀ, by LAPACK's dgees directly (scipy.linalg.schur's checks cost as much as the
+    decomposition at d = 10)."""
+    gees, = scipy.linalg.lapack.get_lapack_funcs(("gees",), (S,))
+    T, _, _, _, V, _, info = gees(lambda re, im: None, S, compute_v=1, sort_t=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgees failed (info = {info})")
+    return T, V
+
+
+def _phases(phi: np.ndarray, first: int, count: int) -> torch.Tensor:
+    """e^{ijφ} (count, len(φ)), complex128, for j = first, first + 1, …: e^{i(a + b)φ} = e^{iaφ} e^{ibφ}
+    with a the multiples of n = ⌈√count⌉ and b < n, so that only 2n rows of sines and cosines are taken."""
+    n = int(np.ceil(np.sqrt(count)))
+    a = np.arange(n, dtype=np.float64)[:, None]
+    x = np.concatenate([(first + n * a) * phi, a * phi])
+    e = torch.from_numpy(np.cos(x) + 1j * np.sin(x))
+    return (e[:n, None, :] * e[None, n:, :]).view(n * n, -1)[:count]
+
+
+def applies(chunks: scan.Chunked) -> bool:
+    """Whether a framed stack is carried: narrow (a d × d Schur form costs far less than the stack's
+    products below scan.WIDE), of even width (column pairs), in a real floating dtype with a complex twin."""
+    d = chunks.L.shape[-1]
+    return d < scan.WIDE and d % 2 == 0 and chunks.L.dtype in (torch.float32, torch.float64)
+
+
+def frame_of(X: torch.Tensor) -> tuple[scan.Chunked, int] | None:
+    """(chunks, age) of a stack written by :func:`polar_step`, while neither it nor its frame was written
+    since; else None. ``age``: carried steps since the frame's last Newton–Schulz step."""
+    got = getattr(X, ATTR, None)
+    if got is None or got[0] != _stamp(X, got[1]):
+        return None
+    return got[1], got[2]
+
+
+def _stamp(X: torch.Tensor, chunks: scan.Chunked) -> tuple:
+    return X.data_ptr(), X._version, chunks.L.data_ptr(), chunks.L._version
+
+
+def polar_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Workspace | None = None,
+               name: object = "carry", out: torch.Tensor | None = None) -> torch.Tensor:
+    """The layers C_j polar(A) C_{j−1}ᵀ (k, d, d) of the framed stack C_j = L_q B (see the module
+    docstring), A = I + S, S skew; the result carries its own frame (:func:`frame_of`), of age ``age`` + 1
+    (0 after a Newton–Schulz step: when ``age`` is None, a scanned frame, or reaches REORTHO). With
+    ``ws`` the frame goes into its buffers ``name`` (two, alternating) and the result into ``out``."""
+    L, B, pad = chunks.L, chunks.B, chunks.pad
+    d, m = L.shape[-1], L.shape[-1] // 2
+    lead = max(pad, 1)  # slot lead − 1 holds C_0 = I (a whole frame keeps it implicit: one slot more)
+    slots = L.shape[0] + lead - pad
+    S = A.detach().to("cpu", torch.float64).numpy() - np.eye(d)
+    V, omega = _skew_schur(S)
+    phase = _phases(np.arctan(omega), 1 - lead, slots).to(L.device, L.dtype.to_complex())
+    fresh = lambda: torch.empty((slots, d, d), dtype=L.dtype, device=L.device)
+    new = fresh() if ws is None else next(b for b in (ws.buffer((name, i), (slots, d, d), L) for i in range(2))
+                                          if b.data_ptr() != L.data_ptr())
+    reortho = age is None or age + 1 >= REORTHO
+    E = (fresh() if ws is None else ws.buffer((name, "tmp"), (slots, d, d), L)) if reortho else new
+    if B is None:  # E = [C_0; L] V
+        Vt = torch.from_numpy(V).to(L)
+        E[0] = Vt
+        torch.mm(L.reshape(-1, d), Vt, out=E[1:].view(-1, d))
+    elif B.shape[0] == 1:  # E = L (B V): one basis (a carried frame), one product over all rows
+        BV = B[0].detach().to("cpu", torch.float64).numpy() @ V  # in float64: B = V_oldᵀ
+        torch.mm(L.view(-1, d), torch.from_numpy(BV).to(L), out=E.view(-1, d))
+    else:  # chunk by chunk (a scanned frame)
+        torch.bmm(chunks._rows(L), B @ torch.from_numpy(V).to(L), out=chunks._rows(E))
+    torch.view_as_complex(E.view(slots, d, m, 2)).mul_(phase[:, None])  # the pairs times e^{ijφ}
+    if reortho:
+        scratch = None if ws is None else ws.buffer((name, "scratch"), (slots, d, d), L)
+        stiefel.newton_schulz_step(E, out=new, scratch=scratch)
+    X = torch.bmm(new[lead:], new[lead - 1:-1].mT, out=out)
+    frame = scan.Chunked(new, torch.from_numpy(V.T.copy()).to(L)[None], lead)
+    setattr(X, ATTR, (_stamp(X, frame), frame, 0 if reortho else age + 1))
+    return X
