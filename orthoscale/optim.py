@@ -58,14 +58,14 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()
     if opt.method == "gd":
-        return [B - opt.lr * full(G, F) for B, G, F in zip(blocks, grads, frames)]
+        return [torch.add(B, full(G, F), alpha=-opt.lr) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     lr_orth = opt.lr / balance(free, opt.balance)
     out = []
     for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
         if not b.constrained:
-            out.append(B - opt.lr * full(G, F))
+            out.append(torch.add(B, full(G, F), alpha=-opt.lr))  # W − μG in one pass
             continue
         if F is not None and opt.retraction in ("polar", "qr"):
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
