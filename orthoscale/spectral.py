@@ -61,7 +61,9 @@ def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
         theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], G.dtype))
         t1, t2, gap = float(theta[-1]), float(theta[-2]), float(theta[-1] - theta[-2])
         if gap > 0 and 2 * (b * float(S[-1, -1])) ** 2 / gap <= eps * t1:  # Lanczos' own residual estimate
-            return _temple(G, V[:k].mT @ S[:, -1], theta[-1], (t1 + t2) / 2, eps)
+            top = _temple(G, V[:k].mT @ S[:, -1], theta[-1], (t1 + t2) / 2, eps)
+            if top is not None:
+                return top
     return None
 
 
