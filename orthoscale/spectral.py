@@ -1,17 +1,17 @@
 """λ_max of a symmetric positive semidefinite G (n×n), to working precision, without a full eigendecomposition.
 
 Lanczos with full reorthogonalisation from a fixed generic start vector gives Ritz values θ_1 ≥ θ_2 ≥ …
-and the unit Ritz vector y of θ_1; θ_1 ≤ λ_1 (a Rayleigh quotient). It stops on Temple's bound: for a unit y
-with Rayleigh quotient θ_1, residual ρ = ‖Gy − θ_1 y‖ and λ_2 ≤ a < θ_1,
+and the Ritz vector y of θ_1, normalised; its Rayleigh quotient θ = yᵀGy ≤ λ_1. It stops on Temple's
+bound: for a unit y with Rayleigh quotient θ, residual ρ = ‖Gy − θy‖ and λ_2 ≤ a < θ,
 
-    θ_1 ≤ λ_1 ≤ θ_1 + ρ²/(θ_1 − a),
+    θ ≤ λ_1 ≤ θ + ρ²/(θ − a),
 
 with a = (θ_1 + θ_2)/2 (λ_2 ≥ θ_2 by interlacing; a assumes θ_2 within half the gap of λ_2, as Lanczos'
-gap estimates do). θ_1 is returned once the bound, with the true residual, is ≤ eps·θ_1: λ_1 to working
-precision. Whatever does not get there (MAX_ITER steps, a breakdown, a cluster at the top that leaves no
-gap) is answered by ``torch.linalg.eigvalsh``. Below ``LANCZOS_MIN`` that is the method: there a Lanczos
-step's few small calls cost more than LAPACK's tridiagonalisation; above it the tridiagonalisation
-(memory-bound, (4/3) n³ flops half of them in BLAS-2) costs several times the ≈ 50 matrix–vector products.
+gap estimates do). θ is returned once the bound is ≤ eps·θ: λ_1 to working precision. Whatever does not
+get there (MAX_ITER steps, a breakdown, a cluster at the top that leaves no gap) is answered by
+``torch.linalg.eigvalsh``. Below ``LANCZOS_MIN`` that is the method: there a Lanczos step's few small
+calls cost more than LAPACK's tridiagonalisation; above it the tridiagonalisation (memory-bound,
+(4/3) n³ flops, half of them in BLAS-2) costs several times the ≈ 40–60 matrix–vector products.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 LANCZOS_MIN = 384   # from this n on Lanczos beats eigvalsh (measured: ≈ 2× at n = 512, a loss at n = 256)
 MAX_ITER = 96       # Lanczos steps before giving up (then eigvalsh)
 CHECK_FROM = 16     # first step at which the tridiagonal matrix is solved for the stopping test
-CHECK_EVERY = 4     # … and every so many steps after
+CHECK_EVERY = 8     # … and every so many steps after (a test solves a k×k eigenproblem)
 
 
 def lambda_max(G: torch.Tensor) -> torch.Tensor:
@@ -46,8 +46,8 @@ def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
         w = G @ V[j]
         Vj = V[:j + 1]
         h = Vj @ w
-        w = torch.addmv(w, Vj.mT, h, alpha=-1)  # classical Gram–Schmidt against every vector, twice
-        h2 = Vj @ w
+        w = torch.addmv(w, Vj.mT, h, alpha=-1)  # classical Gram–Schmidt against every vector, twice (once
+        h2 = Vj @ w                             # loses orthogonality: ghost copies of θ_1 close the gap)
         w = torch.addmv(w, Vj.mT, h2, alpha=-1)
         alpha.append(float(h[j] + h2[j]))
         b = float(torch.linalg.vector_norm(w))
@@ -61,17 +61,21 @@ def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
         theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], G.dtype))
         t1, t2, gap = float(theta[-1]), float(theta[-2]), float(theta[-1] - theta[-2])
         if gap > 0 and 2 * (b * float(S[-1, -1])) ** 2 / gap <= eps * t1:  # Lanczos' own residual estimate
-            top = _temple(G, V[:k].mT @ S[:, -1], theta[-1], (t1 + t2) / 2, eps)
+            top = _temple(G, V[:k].mT @ S[:, -1], (t1 + t2) / 2, eps)
             if top is not None:
                 return top
     return None
 
 
-def _temple(G: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, a: float, eps: float) -> torch.Tensor | None:
-    """θ if Temple's bound θ + ρ²/(θ − a), with the true residual ρ of the Ritz pair (θ, y), is ≤ (1 + eps) θ."""
+def _temple(G: torch.Tensor, y: torch.Tensor, a: float, eps: float) -> torch.Tensor | None:
+    """The Rayleigh quotient θ = yᵀGy of the Ritz vector y (normalised here) if Temple's bound θ + ρ²/(θ − a),
+    ρ = ‖Gy − θy‖, is ≤ (1 + eps) θ; else None. θ and ρ come from y itself, not from the Lanczos recurrence,
+    so the bound holds whatever rounding did to the orthogonality of the Lanczos vectors."""
     y = y / torch.linalg.vector_norm(y)
+    Gy = G @ y
+    theta = torch.dot(y, Gy)
     t = float(theta)
-    rho = float(torch.linalg.vector_norm(torch.add(G @ y, y, alpha=-t)))
+    rho = float(torch.linalg.vector_norm(torch.add(Gy, y, alpha=-t)))
     return theta if t > a and rho * rho / (t - a) <= eps * t else None
 
 
