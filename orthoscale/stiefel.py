@@ -151,9 +151,9 @@ def polar_in_frame(C: torch.Tensor | scan.Chunked, A: torch.Tensor, *, out: torc
     (d, d) with S skew: C_j polar(A) C_{j−1}ᵀ.
 
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
-    stack (:func:`polar_near_identity`). Rounding in C (≈ Σ of
-    its layers' deviations from orthogonality) would grow step after step; one Newton–Schulz step
-    X(3I − XᵀX)/2 squares it away (:func:`newton_schulz_step`). Both passes run group by group of
+    stack (:func:`polar_near_identity`). Rounding in C (≈ Σ of its layers' deviations from orthogonality)
+    would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away
+    (:func:`newton_schulz_step`). Both passes run group by group of
     chunks (scan.Chunked.groups), so that each group's X stays in cache between them.
     Written into ``out`` (k, d, d) if given, with two ``scratch`` buffers ((C.slots, d, d) for a
     scan.Chunked C, else (k, d, d)) instead of fresh temporaries.
