@@ -62,6 +62,8 @@ def leave(code: int):
     """End the process with ``code`` once a command is done: output flushed and an embedded Ray shut down here,
     then the interpreter's own teardown is skipped (seconds with torch and Ray loaded; everything a command keeps
     is already fsynced, its MLflow calls answered and its tracking process ended)."""
+    if "orthoscale.study.cluster" in sys.modules:
+        sys.modules["orthoscale.study.cluster"].settle()
     if "ray" in sys.modules:
         import ray
 

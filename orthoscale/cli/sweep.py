@@ -41,8 +41,8 @@ def run(args: list[str]) -> int:
     from ..study.driver import in_ray_job, run_study
 
     browse, status = [], 0
-    for cfg, ov, cells in studies:
-        result = run_study(cfg, cells, ov)
+    for i, (cfg, ov, cells) in enumerate(studies):
+        result = run_study(cfg, cells, ov, release_ray=i == len(studies) - 1)
         print(result.text)
         where = f" on host {socket.gethostname()}" if in_ray_job() else ""
         record = (f"{result.tracking_uri} · experiment {result.experiment} · parent run {result.parent_run_id}"

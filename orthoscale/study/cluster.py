@@ -29,11 +29,12 @@ def connect(spec: RayCfg, verbose: int) -> str:
     return "local"
 
 
-class _NoSigtermNotice(logging.Filter):
-    """Drops ray.init's notice that it set no SIGTERM handler off the main thread: RayStart sets the same one."""
+class _NoStartNotices(logging.Filter):
+    """Drops two notices of ray.init about what RayStart does on purpose: it set no SIGTERM handler off the main
+    thread (RayStart sets the same one), and a new local Ray turned token authentication on (its default)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("SIGTERM handler is not set")
+        return not str(record.msg).startswith(("SIGTERM handler is not set", "Token authentication is enabled"))
 
 
 class RayStart:
@@ -42,16 +43,17 @@ class RayStart:
     for the process's end."""
 
     def __init__(self, spec: RayCfg, verbose: int):
-        self.started, self.seconds, self.error = time.perf_counter(), None, None
+        self.started, self.seconds, self.error, self.joined = time.perf_counter(), None, None, None
         self.done = threading.Event()
         if threading.current_thread() is threading.main_thread():  # what ray.init sets in a main thread
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-        logging.getLogger("ray._private.worker").addFilter(_NoSigtermNotice())
+        for name in ("ray._private.worker", "ray._private.authentication.authentication_token_setup"):
+            logging.getLogger(name).addFilter(_NoStartNotices())
         threading.Thread(target=self._run, args=(spec, verbose), name="orthoscale-ray", daemon=True).start()
 
     def _run(self, spec: RayCfg, verbose: int) -> None:
         try:
-            connect(spec, verbose)
+            self.joined = connect(spec, verbose)  # "local", the address joined, or "existing"
         except BaseException as err:  # raised again in the caller, by wait()
             self.error = err
         finally:
@@ -65,6 +67,23 @@ class RayStart:
         if self.error is not None:
             raise self.error
         return self.seconds
+
+
+_RELEASE: list[threading.Thread] = []
+
+
+def release() -> None:
+    """``ray.shutdown()`` on a thread of its own: an embedded Ray's processes stop (≈ 1.5 s) while the study
+    writes its report; :func:`settle` waits for it."""
+    thread = threading.Thread(target=ray.shutdown, name="orthoscale-ray-shutdown", daemon=True)
+    thread.start()
+    _RELEASE.append(thread)
+
+
+def settle() -> None:
+    """Wait for a :func:`release` in progress."""
+    while _RELEASE:
+        _RELEASE.pop().join()
 
 
 def check_resources(spec: RayCfg, cells: list[Cell]) -> None:

@@ -151,8 +151,9 @@ def _close_tracking(tracker, parent, folder, result, fanout, out) -> bool:
 
 
 def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.stdout,
-              run_trials: bool = True) -> StudyResult:
-    """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring."""
+              run_trials: bool = True, release_ray: bool = False) -> StudyResult:
+    """Run (or, with ``run_trials=False``, only sync and report) one study; see the module docstring. With
+    ``release_ray`` (the command's last study), Ray is shut down in the background once the trials are done."""
     began, phases = time.perf_counter(), Phases(startup=process_age())
     state = state_dir(cfg)
     overrides = redact(list(overrides))
@@ -205,6 +206,10 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
     if searcher.remaining() and run_trials:
         fanout = phases.timed("trials", _fan_out)(cfg, cells, searcher, store, writer, overrides, name, state,
                                                   finished, arrays, out)
+    if release_ray and starting and starting.joined not in (None, "existing"):
+        from .cluster import release
+
+        release()
     records = store.load()  # the report reads the durable records: it is drawn while tracking drains
     result = phases.timed("report", report.write)(folder / "report", cells, records)
     phases.timed("tracking_drain", writer.close)()

@@ -6,10 +6,11 @@ cell's μ sequence is what it would be unpacked: at concurrency 1 every μ of a 
 cell's previous trial was told (deterministic, resumed or not). A pack is recorded whole when it ends (one
 report back to the driver); a driver killed mid-pack reruns it on resume, as it reruns an unpacked trial.
 
-Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost as the idle gap a worker sees between two
-Tune trials (the median over the study so far) and packs enough trials that the gap stays under
-``ray.pack_gap`` of a pack's compute — trials of seconds run unpacked, trials of milliseconds in packs of
-up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
+Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost twice, as the idle gap a worker sees
+between two Tune trials and as the driver's CPU per Tune trial (medians over the study so far), and packs
+enough trials that each stays under ``ray.pack_gap`` of a pack's compute, and that the driver's CPU for the
+packs in flight stays under half a core — trials of seconds run unpacked, trials of milliseconds in packs
+of up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
 """
 from __future__ import annotations
 
@@ -26,12 +27,23 @@ from .search import METRIC, CellSearch
 PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
 
 
-def auto_size(gap: float | None, seconds: float | None, share: float = 0.05) -> int:
-    """Trials per pack that keep a per-Tune-trial ``gap`` (s) under ``share`` (ray.pack_gap) of the pack's
-    compute, trials of ``seconds`` each; 1 until both are measured."""
-    if not gap or not seconds:
+def auto_size(gap: float | None, seconds: float | None, share: float = 0.05, driver: float | None = None,
+              slots: int = 1) -> int:
+    """Trials per pack k, for trials of ``seconds`` each: Tune's per-trial costs, a worker's idle ``gap`` and the
+    driver's CPU ``driver`` (s per Tune trial), each ≤ ``share`` (ray.pack_gap) of a pack's compute k·seconds;
+    and the driver's CPU for ``slots`` packs in flight ≤ half a core: slots·driver ≤ k·seconds/2. 1 until the
+    trials' seconds and one of the costs are measured."""
+    if not seconds or not (gap or driver):
         return 1
-    return max(1, math.ceil(gap / (share * seconds)))
+    return max(1, math.ceil(max(gap or 0.0, driver or 0.0) / (share * seconds)),
+               math.ceil(2 * slots * (driver or 0.0) / seconds))
+
+
+def driver_cost(stamps: list[float]) -> float | None:
+    """The driver's CPU per Tune trial: the median CPU seconds between consecutive Tune-trial completions, from
+    the driver's process CPU time at each."""
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return statistics.median(steps) if steps else None
 
 
 def worker_gap(spans: list[tuple[int | str, float, float]]) -> float | None:
@@ -81,6 +93,7 @@ class PackSearch(CellSearch):
         self.packs: dict[str, list[str]] = {}
         self.spans: list[tuple[int | str, float, float]] = []  # (worker pid, start, end) of finished packs
         self.seconds: list[float] = []                         # wall time of finished trials on their worker
+        self.cpu: list[float] = []                             # the driver's CPU time at each Tune trial's end
 
     def in_flight(self) -> int:
         return len(self.packs)
@@ -88,9 +101,10 @@ class PackSearch(CellSearch):
     def size(self, open_cells: int) -> int:
         """Trials for the next pack: ray.pack, or auto (module docstring), at most one per open cell and no more
         than spreads the remaining trials over the live packs allowed."""
-        want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
-                                      if self.seconds else None, self.gap_share)
         allowed = max(self.limit() if self.limit else 1, 1)
+        want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
+                                      if self.seconds else None, self.gap_share, driver_cost(self.cpu[-200:]),
+                                      allowed)
         return max(1, min(want, open_cells, math.ceil(self.remaining() / allowed)))
 
     def propose(self, trial_id: str, open_cells: list[int]) -> dict:
@@ -108,6 +122,7 @@ class PackSearch(CellSearch):
         return super().report(f"{trial_id}.0", value, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.cpu.append(time.process_time())
         entries = (result or {}).get(PACK) or []
         if result and result.get("pack_started") and entries and entries[0].get("result"):
             self.spans.append((entries[0]["result"].get("pid"), result["pack_started"], result["pack_ended"]))

@@ -123,34 +123,45 @@ MARKERS = {"converged": ("o", "C2"), "diverged": ("x", "C3"), "stalled": ("v", "
            "pruned": (".", "0.6"), "failed": ("s", "k")}
 
 
+def seed_panels(cells) -> dict[str, list[int]]:
+    """Cells grouped up to their seed: the cell id without ``seed=…`` → the indices of its seeds' cells."""
+    panels = defaultdict(list)
+    for cell in cells:
+        panels[",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.values if k != "seed") or "all"].append(cell.index)
+    return dict(panels)
+
+
 def landscape(folder: Path, cells, records) -> None:
-    """Objective (search.objective) against the searched value (search.key: μ by default) per cell, one small
-    panel each, outcomes marked; objective=edge (−value or 0) on a linear axis."""
+    """Objective (search.objective) against the searched value (search.key: μ by default), one small panel per
+    cell up to its seed (the seeds of a cell overlaid), outcomes marked; objective=edge (−value or 0) on a linear
+    axis."""
     key = cells[0].config["search"]["key"] if cells else "optim.lr"
     edge = bool(cells) and cells[0].config["search"]["objective"] == "edge"
-    cols = min(5, len(cells))
-    rows = -(-len(cells) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
+    panels = seed_panels(cells)
+    cols = min(5, len(panels))
+    rows = -(-len(panels) // cols)
+    height = 2.2 * rows + 0.3  # inches: the panels and the legend's line above them
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, height), squeeze=False, sharey=True)
     by_cell = defaultdict(list)
     for rec in records:
         by_cell[rec["cell_index"]].append(rec)
-    for ax, cell in zip(axes.flat, cells):
-        points = defaultdict(list)  # one scatter per outcome (a call per point costs ~50 ms a study's trial)
-        for rec in by_cell.get(cell.index, []):
+    for ax, (title, members) in zip(axes.flat, panels.items()):
+        points = defaultdict(list)  # one marker line per outcome (a call per point costs ~50 ms a study's trial)
+        for rec in (rec for index in members for rec in by_cell.get(index, [])):
             res = rec.get("result") or {}
             outcome = res.get("outcome", "failed") if rec["status"] != "FAILED" else "failed"
             x = rec.get("value", rec.get("lr"))
             if res.get("objective") is not None and x:
                 points[MARKERS.get(outcome, ("s", "k"))].append((x, res["objective"]))
         for (marker, color), xy in points.items():
-            ax.scatter(*zip(*xy), marker=marker, color=color, s=18)
+            ax.plot(*zip(*xy), ls="", marker=marker, color=color, ms=4, alpha=0.8)
         ax.set_xscale("log")
         ax.set_yscale("linear" if edge else "log")
-        ax.set_title(cell.id, fontsize=7)
+        ax.set_title(title + (f" ({len(members)} seeds)" if len(members) > 1 else ""), fontsize=7)
         ax.tick_params(labelsize=6)
         ax.minorticks_off()  # minor log ticks on every panel cost seconds in layout and drawing
         ax.grid(True, alpha=0.3)
-    for ax in axes.flat[len(cells):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("objective", fontsize=7)
@@ -158,7 +169,7 @@ def landscape(folder: Path, cells, records) -> None:
         ax.set_xlabel("step size μ" if key == "optim.lr" else key, fontsize=7)
     handles = [plt.Line2D([], [], marker=m, color=c, ls="", label=o) for o, (m, c) in MARKERS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=len(MARKERS), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12 / rows + 0.03, top=1 - 0.1 / rows - 0.03, wspace=0.15,
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.42 / height, top=1 - 0.6 / height, wspace=0.15,
                         hspace=0.45)  # fixed margins: tight_layout measures every tick label of every panel
     _write(fig, folder / "landscape.png", 110)
 

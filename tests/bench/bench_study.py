@@ -250,7 +250,7 @@ def main():
 
     # on paper: GPUS workers, trials of GPU_TRIAL_S; one driver process (Tune, searcher, records) and one logging
     # process per MLflow store, each one core at most
-    pack_1s = auto_size(c_tune, GPU_TRIAL_S)
+    pack_1s = auto_size(None, GPU_TRIAL_S, driver=c_tune + c_mu, slots=GPUS)  # auto, on the driver's cost alone
     per = {p: c_mu + c_tune / p for p in sorted({1, 8, 64, pack_1s})}
     print(f"\nsimulation, {GPUS} GPUs × {GPU_TRIAL_S:.0f} s trials = {GPUS / GPU_TRIAL_S:.0f} trials/s for one driver:")
     for p, cost in per.items():
@@ -259,7 +259,8 @@ def main():
     writers = -(-GPUS * c_track // GPU_TRIAL_S)
     print(f"  one tracking process ({sq_cpu:.1f} ms per child run on SQLite) keeps up with "
           f"{GPU_TRIAL_S / c_track:.0f} GPUs: {GPUS} need {writers:.0f} writers on a server store (SQLite takes one); "
-          f"auto packs 1 s trials by {pack_1s} here (Tune's per-trial cost {1e3 * c_tune:.0f} ms)")
+          f"auto packs 1 s trials by {pack_1s} on {GPUS} slots (Tune's per-trial cost {1e3 * c_tune:.0f} ms; a pack "
+          "holds one trial per open cell, so that needs as many cells open)")
     sim = (GPU_TRIAL_S / (c_mu + c_tune / pack_1s), GPU_TRIAL_S / c_track)
 
     tail = sum(ph.get(k, 0) for k in ("report", "tracking_drain", "tracking_close"))

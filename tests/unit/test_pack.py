@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orthoscale.study.compose import plan
-from orthoscale.study.pack import PACK, PackSearch, auto_size, run_pack, worker_gap
+from orthoscale.study.pack import PACK, PackSearch, auto_size, driver_cost, run_pack, worker_gap
 from orthoscale.study.results import FINAL
 from orthoscale.study.tracking import batches
 
@@ -95,6 +95,18 @@ def test_auto_size_keeps_the_gap_under_its_share_of_the_compute():
     assert auto_size(None, 0.1) == 1 and auto_size(0.05, None) == 1
     assert auto_size(0.05, 2.0) == 1          # seconds-long trials: unpacked
     assert auto_size(0.05, 0.01) == 100       # 10 ms trials behind a 50 ms gap: 100 per pack → 5 %
+
+
+def test_auto_size_keeps_the_drivers_cost_under_its_share_and_under_half_a_core():
+    assert auto_size(None, 0.2, 0.05, driver=0.1) == 10            # 100 ms of driver CPU per pack ≤ 5 % of 10 × 0.2 s
+    assert auto_size(0.01, 0.2, 0.05, driver=0.1) == 10            # the larger of the two costs decides
+    assert auto_size(None, 1.0, 0.05, driver=0.1, slots=1000) == 200  # 1000 packs in flight: 0.5 core of driver
+    assert auto_size(None, 2.0, 0.05, driver=0.01) == 1
+
+
+def test_driver_cost_is_the_median_cpu_between_tune_trial_ends():
+    assert driver_cost([1.0, 1.1, 1.3, 1.4, 1.5, 2.5]) == pytest.approx(0.1)  # a one-off second does not count
+    assert driver_cost([1.0]) is None
 
 
 def test_worker_gap_is_the_median_idle_time_between_a_workers_tune_trials():

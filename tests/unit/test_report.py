@@ -144,3 +144,11 @@ def test_write_leaves_the_table_the_laws_and_the_plots(study, tmp_path):
     assert "search vs theory" in summary and "0.800 … 0.800 over 4 cells" in summary
     for png in ("rate_vs_depth.png", "lr_vs_depth.png", "curves.png", "landscape.png"):
         assert (folder / png).stat().st_size > 1000
+
+
+def test_the_landscape_has_one_panel_per_cell_up_to_its_seed():
+    from orthoscale.study.plots import seed_panels
+
+    cells = [cell(i, depth, seed, series=s) for i, (depth, seed, s) in
+             enumerate([(2, 0, "a"), (2, 1, "a"), (4, 0, "a"), (2, 0, "b"), (4, 1, "a")])]
+    assert seed_panels(cells) == {"depth=2,variant=a": [0, 1], "depth=4,variant=a": [2, 4], "depth=2,variant=b": [3]}
