@@ -54,7 +54,7 @@ def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | N
     P = chain.top @ W1
     D = P - mom.p_star
     Gp = D if mom.sxx is None else D @ mom.sxx
-    excess = 0.5 * (D * Gp).sum()
+    excess = 0.5 * torch.dot(D.reshape(-1), Gp.reshape(-1))  # ½ tr(D Σ_xx Dᵀ), no temporary
     grads, frames = [(chain.top.mT @ Gp)[None]], [None]
     if len(blocks) > 1:
         K = Gp @ W1.mT

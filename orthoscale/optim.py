@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import carry, stiefel
+from . import carry, spectral, stiefel
 from .checks import bounded, check_fields
 from .network import Architecture, Frame, to_tall
 from .workspace import Workspace
@@ -32,13 +32,14 @@ class Optimizer:
 
 
 def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
-    """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix, ‖W‖_F², or 1."""
+    """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix (spectral.lambda_max),
+    ‖W‖_F², or 1."""
     if W_free is None or how == "none":
         return 1.0
     if how == "frobenius":
         return (W_free * W_free).sum()
     gram = W_free @ W_free.mT if W_free.shape[0] <= W_free.shape[1] else W_free.mT @ W_free
-    return torch.linalg.eigvalsh(gram)[-1]
+    return spectral.lambda_max(gram)
 
 
 def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture, opt: Optimizer,
@@ -57,14 +58,14 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()
     if opt.method == "gd":
-        return [B - opt.lr * full(G, F) for B, G, F in zip(blocks, grads, frames)]
+        return [torch.add(B, full(G, F), alpha=-opt.lr) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
     lr_orth = opt.lr / balance(free, opt.balance)
     out = []
     for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
         if not b.constrained:
-            out.append(B - opt.lr * full(G, F))
+            out.append(torch.add(B, full(G, F), alpha=-opt.lr))  # W − μG in one pass
             continue
         if F is not None and opt.retraction in ("polar", "qr"):
             eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)

@@ -122,6 +122,18 @@ def polar_eigh(A: torch.Tensor) -> torch.Tensor:
     return A @ (V * lam.rsqrt().unsqueeze(-2)) @ V.mT
 
 
+def polar_near_identity(A: torch.Tensor) -> torch.Tensor:
+    """Polar factor of one A = I + S (d, d), S skew (AᵀA = I − S² has its eigenvalues in [1, 1 + ‖S‖²]).
+
+    Narrow A: :func:`polar_eigh` (a few calls). Wide A (d ≥ scan.WIDE): Newton–Schulz from A/c with
+    c = :func:`tangent_scale` (S) — two or three iterations of d³ products, where one symmetric
+    eigendecomposition (mostly memory-bound tridiagonalisation) costs as much as tens of such products."""
+    if A.shape[-1] < scan.WIDE:
+        return polar_eigh(A)
+    S = A - eye_like(A)
+    return polar_newton_schulz(A, tangent_scale(S))
+
+
 def newton_schulz_step(X: torch.Tensor, *, out: torch.Tensor | None = None,
                        scratch: torch.Tensor | None = None) -> torch.Tensor:
     """One Newton–Schulz step X (3I − XᵀX)/2 for a stack X (k, d, d): XᵀX scaled by −1/2 straight from the
@@ -139,15 +151,15 @@ def polar_in_frame(C: torch.Tensor | scan.Chunked, A: torch.Tensor, *, out: torc
     (d, d) with S skew: C_j polar(A) C_{j−1}ᵀ.
 
     The polar factor is orthogonally equivariant on both sides, so one d×d polar factor serves the whole
-    stack (:func:`polar_eigh`: AᵀA = I − S² has its eigenvalues in [1, 1 + ‖S‖²]). Rounding in C (≈ Σ of
-    its layers' deviations from orthogonality) would grow step after step; one Newton–Schulz step
-    X(3I − XᵀX)/2 squares it away (:func:`newton_schulz_step`). Both passes run group by group of
+    stack (:func:`polar_near_identity`). Rounding in C (≈ Σ of its layers' deviations from orthogonality)
+    would grow step after step; one Newton–Schulz step X(3I − XᵀX)/2 squares it away
+    (:func:`newton_schulz_step`). Both passes run group by group of
     chunks (scan.Chunked.groups), so that each group's X stays in cache between them.
     Written into ``out`` (k, d, d) if given, with two ``scratch`` buffers ((C.slots, d, d) for a
     scan.Chunked C, else (k, d, d)) instead of fresh temporaries.
     """
     chunks = C if isinstance(C, scan.Chunked) else scan.Chunked.whole(C)
-    P = polar_eigh(A)
+    P = polar_near_identity(A)
     k = chunks.slots - chunks.pad
     if out is None:
         out = torch.empty((k,) + tuple(P.shape), dtype=P.dtype, device=P.device)

@@ -206,19 +206,21 @@ def test_tangent_scale_keeps_singular_values_below_root_two(batch, n, p, scale, 
     assert bool((c == 1).all()) == (scale <= 1)
 
 
+@pytest.mark.parametrize("d", [6, 70])  # polar(I − Ω) by one eigh; by Newton–Schulz from d = scan.WIDE on
 @pytest.mark.parametrize("scale", [1e-3, 0.3, 5.0])
-def test_polar_in_frame_equals_the_polar_retraction_of_every_layer(scale, gen):
+def test_polar_in_frame_equals_the_polar_retraction_of_every_layer(scale, d, gen):
     """W_j = C_j C_{j−1}ᵀ and ξ_j = −C_j Ω C_{j−1}ᵀ (Ω skew, the form of a tangent vector in the frame):
     C_j polar(I − Ω) C_{j−1}ᵀ is the polar retraction of every layer, and stays orthogonal to rounding."""
+    assert (d >= scan.WIDE) == (d == 70)
     g = gen(31)
-    C = stiefel.random_point(6, 6, 40, generator=g)
-    C[0] = torch.eye(6, dtype=F64)
-    Z = torch.randn(6, 6, generator=g, dtype=F64)
+    C = stiefel.random_point(d, d, 40, generator=g)
+    C[0] = torch.eye(d, dtype=F64)
+    Z = torch.randn(d, d, generator=g, dtype=F64)
     Omega = scale * (Z - Z.mT) / 2
     W = C[1:] @ C[:-1].mT
     xi = -(C[1:] @ Omega) @ C[:-1].mT
     assert float((stiefel.project(W, xi) - xi).abs().max()) <= 1e-13  # ξ is tangent
-    X = stiefel.polar_in_frame(C, torch.eye(6, dtype=F64) - Omega)
+    X = stiefel.polar_in_frame(C, torch.eye(d, dtype=F64) - Omega)
     assert float((X - stiefel.retract(W, xi, "polar_svd")).abs().max()) <= 1e-12
     assert float(stiefel.orthonormality_error(X).max()) <= 1e-14
 
