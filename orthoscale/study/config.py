@@ -130,7 +130,7 @@ class RayCfg:
     max_concurrent: int = number(0, ge=0)    # 0 = as many as the resources allow
     max_failures: int = number(2, ge=0)
     pack: int = number(0, ge=0)              # trials (μ values) per Tune trial; 0 = auto (study/pack.py)
-    pack_gap: float = number(0.05, gt=0, lt=1)  # auto packs: Tune's per-trial costs ≤ this share of a pack's compute
+    pack_gap: float = number(0.05, gt=0, lt=1)  # auto packs: worker gap / pack compute and driver busy ≤ this
     refresh: float = number(2.0, ge=0)       # seconds between reads of the cluster's resources (joined hosts)
 
 

@@ -8,9 +8,9 @@ report back to the driver); a driver killed mid-pack reruns it on resume, as it 
 
 Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost twice, as the idle gap a worker sees
 between two Tune trials and as the driver's CPU per Tune trial (medians over the study so far), and packs
-enough trials that each stays under ``ray.pack_gap`` of a pack's compute, and that the driver's CPU for the
-packs in flight stays under half a core — trials of seconds run unpacked, trials of milliseconds in packs
-of up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
+enough trials that the gap stays under ``ray.pack_gap`` of a pack's compute and the driver, serving every
+slot, stays busy under that share of its time — trials of seconds run unpacked, trials of milliseconds in
+packs of up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
 """
 from __future__ import annotations
 
@@ -29,14 +29,13 @@ PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
 
 def auto_size(gap: float | None, seconds: float | None, share: float = 0.05, driver: float | None = None,
               slots: int = 1) -> int:
-    """Trials per pack k, for trials of ``seconds`` each: Tune's per-trial costs, a worker's idle ``gap`` and the
-    driver's CPU ``driver`` (s per Tune trial), each ≤ ``share`` (ray.pack_gap) of a pack's compute k·seconds;
-    and the driver's CPU for ``slots`` packs in flight ≤ half a core: slots·driver ≤ k·seconds/2. 1 until the
-    trials' seconds and one of the costs are measured."""
+    """Trials per pack k, for trials of ``seconds`` each, such that Tune's per-trial costs stay under ``share``
+    (ray.pack_gap): a worker's idle ``gap`` (s per Tune trial) ≤ share of a pack's compute k·seconds, and the
+    driver's CPU ``driver`` (s per Tune trial) for the packs of all ``slots`` ≤ share of a core:
+    slots·driver ≤ share·k·seconds. 1 until the trials' seconds and one of the costs are measured."""
     if not seconds or not (gap or driver):
         return 1
-    return max(1, math.ceil(max(gap or 0.0, driver or 0.0) / (share * seconds)),
-               math.ceil(2 * slots * (driver or 0.0) / seconds))
+    return max(1, math.ceil(max(gap or 0.0, slots * (driver or 0.0)) / (share * seconds)))
 
 
 def driver_cost(stamps: list[float]) -> float | None:

@@ -97,11 +97,12 @@ def test_auto_size_keeps_the_gap_under_its_share_of_the_compute():
     assert auto_size(0.05, 0.01) == 100       # 10 ms trials behind a 50 ms gap: 100 per pack → 5 %
 
 
-def test_auto_size_keeps_the_drivers_cost_under_its_share_and_under_half_a_core():
+def test_auto_size_keeps_the_driver_busy_under_its_share_whatever_the_slots():
     assert auto_size(None, 0.2, 0.05, driver=0.1) == 10            # 100 ms of driver CPU per pack ≤ 5 % of 10 × 0.2 s
     assert auto_size(0.01, 0.2, 0.05, driver=0.1) == 10            # the larger of the two costs decides
-    assert auto_size(None, 1.0, 0.05, driver=0.1, slots=1000) == 200  # 1000 packs in flight: 0.5 core of driver
-    assert auto_size(None, 2.0, 0.05, driver=0.01) == 1
+    assert auto_size(None, 0.2, 0.05, driver=0.1, slots=2) == 20   # two slots' packs on one driver
+    assert auto_size(None, 1.0, 0.05, driver=0.1, slots=1000) == 2000
+    assert auto_size(None, 2.0, 0.05, driver=0.001) == 1
 
 
 def test_driver_cost_is_the_median_cpu_between_tune_trial_ends():
