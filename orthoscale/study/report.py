@@ -154,7 +154,10 @@ def table(rows: list[dict]) -> str:
 
 
 def warm_plots() -> None:
-    """Load the plotting stack ahead of :func:`write` (the driver calls it on a thread while Ray starts)."""
+    """Load what :func:`write` loads on first use, the plotting stack and the scaling fits' t quantile, ahead of
+    it (the driver calls it on a thread while Ray starts)."""
+    from scipy.special import stdtrit  # noqa: F401 (loaded for rates.fit_power_law)
+
     from . import plots
 
     plots.warm()
