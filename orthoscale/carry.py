@@ -12,6 +12,15 @@ Rʲ multiplies it by e^{ijφ}); the new layers are W_i = L'_q L'_{q−1}ᵀ, one
 Orthogonality drift: L' inherits the rounding of L and adds a few eps per step (V and Rʲ are orthogonal to
 rounding); a scanned frame carries ≈ j·eps from its j products. One Newton–Schulz step on L' (two batched
 products) squares that away: on the first carried step and every ``REORTHO`` steps after.
+
+Wide stacks (d ≥ scan.WIDE, one chunk) take the powers Qʲ by doubling instead (:func:`_powers`): a d × d
+Schur form (LAPACK's dgees, or a symmetric eigendecomposition) costs ~100 products of d³ at d = 512, more
+than the k − 1 products of the powers for any stack that bench_core runs (N ≤ 32). With the new frame
+C_j Qʲ (one batched product) and the layers C'_j C'_{j−1}ᵀ (one more), a step runs ~3 products over the
+stack against ~5 from a scan (scan, sandwich, Newton–Schulz). Drift: each step adds a few eps·d to
+‖C'ᵀC' − I‖_F (one product and Qʲ's ⌈log₂ j⌉ + 1 products of rounding); the same Newton–Schulz step every
+``REORTHO`` steps removes it, so the layers stay within ~REORTHO·eps·d of orthogonal (a step from a scan,
+with its own Newton–Schulz step: ~eps·d).
 """
 from __future__ import annotations
 
@@ -75,10 +84,15 @@ def _phases(phi: np.ndarray, first: int, count: int) -> torch.Tensor:
 
 
 def applies(chunks: scan.Chunked) -> bool:
-    """Whether a framed stack is carried: narrow (a d × d Schur form costs far less than the stack's
-    products below scan.WIDE), of even width (column pairs), in a real floating dtype with a complex twin."""
+    """Whether a framed stack is carried, in a real floating dtype: narrow ones (d < scan.WIDE, where a
+    d × d Schur form costs far less than the stack's products) of even width (column pairs), by the Schur
+    form; wide ones (d ≥ scan.WIDE, held in one chunk as scan.frame_prefixes does there) by the powers Qʲ
+    (:func:`_wide_step`: ~k products of d³ for the powers instead of ~3k for a scan and a Newton–Schulz
+    step over the stack; the Schur form would cost ~100 such products at d = 512)."""
     d = chunks.L.shape[-1]
-    return d < scan.WIDE and d % 2 == 0 and chunks.L.dtype in (torch.float32, torch.float64)
+    if chunks.L.dtype not in (torch.float32, torch.float64):
+        return False
+    return d % 2 == 0 if d < scan.WIDE else chunks.B is None and chunks.pad == 0
 
 
 def frame_of(X: torch.Tensor) -> tuple[scan.Chunked, int] | None:
@@ -100,6 +114,8 @@ def polar_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     docstring), A = I + S, S skew; the result carries its own frame (:func:`frame_of`), of age ``age`` + 1
     (0 after a Newton–Schulz step: when ``age`` is None, a scanned frame, or reaches REORTHO). With
     ``ws`` the frame goes into its buffers ``name`` (two, alternating) and the result into ``out``."""
+    if chunks.L.shape[-1] >= scan.WIDE:
+        return _wide_step(chunks, age, A, ws=ws, name=name, out=out)
     L, B, pad = chunks.L, chunks.B, chunks.pad
     d, m = L.shape[-1], L.shape[-1] // 2
     lead = max(pad, 1)  # slot lead − 1 holds C_0 = I (a whole frame keeps it implicit: one slot more)
@@ -127,5 +143,47 @@ def polar_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
         stiefel.newton_schulz_step(E, out=new, scratch=scratch)
     X = torch.bmm(new[lead:], new[lead - 1:-1].mT, out=out)
     frame = scan.Chunked(new, torch.from_numpy(V.T.copy()).to(L)[None], lead)
+    setattr(X, ATTR, (_stamp(X, frame), frame, 0 if reortho else age + 1))
+    return X
+
+
+def _powers(Q: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Qʲ (j = 1 … k) into ``out`` (k, d, d) by doubling: with Q¹ … Qⁿ formed, Q^{n+i} = Qⁱ Qⁿ for the next
+    n at once, one (n·d × d)·(d × d) product (⌈log₂ k⌉ products, k − 1 matrices of work). Each multiplier
+    Qⁿ (and Q itself, whose Newton–Schulz iteration stops short of rounding) first takes one Newton–Schulz
+    step (orthogonal to rounding again), so that Qʲ carries the rounding of ⌈log₂ j⌉ + 1 products rather
+    than of j, as a chain Q·Q···Q would."""
+    k, d = out.shape[0], out.shape[-1]
+    stiefel.newton_schulz_step(Q[None], out=out[:1])
+    n = 1
+    while n < k:
+        m = min(n, k - n)
+        P = out[0] if n == 1 else stiefel.newton_schulz_step(out[n - 1:n])[0]
+        torch.mm(out[:m].view(-1, d), P, out=out[n:n + m].view(-1, d))
+        n += m
+    return out
+
+
+def _wide_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Workspace | None, name: object,
+               out: torch.Tensor | None) -> torch.Tensor:
+    """:func:`polar_step` for a wide stack held in one chunk (C_j = L[j − 1], C_0 = I): Q = polar(A)
+    (stiefel.polar_near_identity, as the scanned step takes it), its powers Qʲ (:func:`_powers`), the new
+    frame C'_j = C_j Qʲ by one batched product (with a Newton–Schulz step as in :func:`polar_step`), the
+    layers C'_1 and C'_j C'_{j−1}ᵀ by one more."""
+    L = chunks.L
+    k, d = L.shape[0], L.shape[-1]
+    get = lambda key: torch.empty((k, d, d), dtype=L.dtype, device=L.device) if ws is None else \
+        ws.buffer((name, key), (k, d, d), L)
+    powers = _powers(stiefel.polar_near_identity(A), get("powers"))
+    new = get(0) if ws is None or get(0).data_ptr() != L.data_ptr() else get(1)
+    reortho = age is None or age + 1 >= REORTHO
+    E = get("tmp") if reortho else new
+    torch.bmm(L, powers, out=E)
+    if reortho:
+        stiefel.newton_schulz_step(E, out=new, scratch=powers)  # the powers are spent
+    X = torch.empty_like(L) if out is None else out
+    X[0] = new[0]
+    torch.bmm(new[1:], new[:-1].mT, out=X[1:])
+    frame = scan.Chunked(new, None, 0)
     setattr(X, ATTR, (_stamp(X, frame), frame, 0 if reortho else age + 1))
     return X

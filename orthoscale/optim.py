@@ -84,14 +84,14 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
     (by carry.polar_step where carry.applies: the result carries its frame to the next step);
     qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed). With ``ws`` the
     temporaries and the result are its buffers (the QR's column-major, as LAPACK writes them in place)."""
-    size = (F.chunks.slots,) + tuple(B.shape[1:])
-    scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
     if retraction == "polar" and carry.applies(F.chunks):  # the result carries its frame to the next step
         X = carry.polar_step(F.chunks, F.age, A, ws=ws, name=("carry", n),
                              out=ws.other(("next", n), B) if ws else None)
         if ws:
             ws.vouch("orthogonal", X)
         return X
+    size = (F.chunks.slots,) + tuple(B.shape[1:])
+    scratch = (ws.buffer(("tmp", n), size, B), ws.buffer(("x", n), size, B)) if ws else None
     if retraction == "polar":
         X = stiefel.polar_in_frame(F.chunks, A, out=ws.other(("next", n), B) if ws else None, scratch=scratch)
         if ws:  # orthogonal to rounding (the Newton–Schulz step): the next step's frame needs no probe

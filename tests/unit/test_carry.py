@@ -13,6 +13,7 @@ from tests import loop
 
 F64 = torch.float64
 EVEN = [(6,) * 31, (6,) * 101, (8,) * 9]  # whole frames (one chunk) and chunked ones (k > scan.SHORT)
+WIDE = [(64,) * 9, (64,) * 34, (130,) * 6]  # d ≥ scan.WIDE: carried by the chain of powers Qʲ
 
 
 def rotations(omega: torch.Tensor) -> torch.Tensor:
@@ -45,16 +46,19 @@ def test_skew_schur_gives_the_polar_factor(d, kind, gen):
 def start(widths, seed, dtype=F64):
     arch = Architecture(widths, "first")
     g = torch.Generator().manual_seed(seed)
-    prob = data.teacher_student(arch, samples=40, condition=3.0, noise=0.05, generator=g, dtype=dtype)
+    prob = data.teacher_student(arch, samples=max(40, 2 * widths[0]), condition=3.0, noise=0.05, generator=g,
+                                dtype=dtype)
     return arch, prob, init.random_blocks(arch, scale=1.2, generator=g, dtype=dtype)
 
 
-@pytest.mark.parametrize("widths", EVEN)
+@pytest.mark.parametrize("widths", EVEN + WIDE)
 @pytest.mark.parametrize("with_ws", [False, True])
 def test_carried_steps_equal_scanned_and_loop_steps(widths, with_ws):
     """Over 2·REORTHO + 3 steps (Newton–Schulz on the frame and carried steps in between): every step from
     a carried frame equals the step from a fresh scan of the same layers (a clone carries no frame) and the
-    per-layer loop's step to 1e-12; the layers stay orthogonal to 1e-13; the frame ages and is renewed."""
+    per-layer loop's step to 1e-12; the layers stay orthogonal to 1e-13 (‖WᵀW − I‖_F, whose rounding grows
+    with d; a wide frame, carried by one product and the powers Qʲ per step, gains a few eps·d a step:
+    REORTHO·eps·d for d > 28); the frame ages and is renewed."""
     arch, prob, blocks = start(widths, 3)
     opt, ws = optim.Optimizer(0.3), Workspace() if with_ws else None
     ages = []
@@ -70,13 +74,13 @@ def test_carried_steps_equal_scanned_and_loop_steps(widths, with_ws):
         ref = loop.step(Ws, loop.gradients(Ws, prob)[1], arch, opt)
         for W, S, R in zip(network.layers(new), network.layers(scanned), ref):
             assert float((W - S).abs().max()) <= 1e-12 and float((W - R).abs().max()) <= 1e-12
-        assert network.orthonormality_error(new, arch) <= 1e-13
+        assert network.orthonormality_error(new, arch) <= max(1e-13, carry.REORTHO * 2.3e-16 * widths[0])
         assert carry.frame_of(new[1]) is not None
         blocks = new
     assert ages[:3] == [None, 0, 1] and ages[carry.REORTHO] == carry.REORTHO - 1 and ages[carry.REORTHO + 1] == 0
 
 
-@pytest.mark.parametrize("widths", EVEN)
+@pytest.mark.parametrize("widths", EVEN + WIDE)
 def test_carried_workspace_steps_are_bit_identical(widths):
     """A run that writes into a Workspace gives exactly the fresh-tensor run, frames carried by both."""
     arch, prob, blocks = start(widths, 4)
