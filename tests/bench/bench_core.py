@@ -4,18 +4,23 @@ Network widths (784, d, …, d): free first layer d×784, N−1 orthonormal d×d
 polar retraction, spectral balance, lr = LR. Data: Gaussian inputs whitened so that Σ_xx = I (as the
 project does with MNIST), Y = W* X + 0.1·noise. Implementations timed side by side, same iterate:
 
-  fast     losses.squared_fast (second moments, independent of m) + optim.step (polar retraction)
+  fast     losses.squared_fast (second moments, independent of m) + optim.step (polar retraction), timed as
+           a run takes it: consecutive steps from the iterate, each carrying its frame to the next (carry.py),
+           the mean over whole cycles of carry.REORTHO steps (one of which takes the frame's Newton–Schulz
+           step); its checks compare the first step from the iterate (a scanned frame)
   fast-qr  the same with optim.retraction=qr (geoopt's retraction)
   generic  losses.generic(…, 'squared') on the m samples by autograd + optim.step
   geoopt   the same algorithm in geoopt: Stiefel(canonical=False) ManifoldParameters, RiemannianSGD,
            loss ½/m‖P X − Y‖² by autograd on the samples (QR retraction, no s² balancing: geoopt has none)
 
-and the achieved GFLOP/s of the fast path against a 2048³ matmul measured in the same run.
+and the achieved GFLOP/s of the fast path against a 2048³ matmul measured in the same run. All but fast are
+timed as single steps from the same iterate.
 
     .venv/bin/python tests/bench/bench_core.py [--quick]
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -24,10 +29,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import (DTYPES, CpuLoad, GeooptRGD, breakdown, fast_step, counted_matmul_flops, fmt_check,
+from common import (DTYPES, CpuLoad, GeooptRGD, Timing, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
-from orthoscale import init, losses, optim, stiefel
+from orthoscale import carry, init, losses, optim, scan, stiefel
 from orthoscale.network import Architecture, layers
 from orthoscale.workspace import Workspace
 
@@ -43,18 +48,27 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
 
     Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N.
     Both forms: P = top·W1, G1 = topᵀ·Gp, K = Gp·W1ᵀ and the Gram W1·W1ᵀ of s²        8d²d0 [+ 2d·d0² if Σxx ≠ I]
-    k > 2 (the run is framed, network.Frame): prefixes C_j by one sequential chain   k − 1   d³-products
-      M = C_kᵀ·K, then per layer C_j·R, ·C_{j−1}ᵀ and one Newton–Schulz step (2)       1 + 4k  d³-products
+    k > 2 (the run is framed, network.Frame, and carries its frame from step to step, carry.py; the mean
+    step of a cycle of carry.REORTHO steps, the frame at hand, no prefix scan):
+      M = C_kᵀ·K                                                                        1       d³-products
       R = polar(I − (μ/s²) skew M) by Newton–Schulz, n_frame iterations on one d×d      2 n_frame
+      narrow (d < scan.WIDE): the frame times the d×d Schur basis, the layers C'_j C'_{j−1}ᵀ   1 + k + (k − 1)
+      wide: powers Rʲ by doubling (k − 1, one Newton–Schulz step on R and on each of the
+        ⌈log₂k⌉ − 1 later multipliers), the frame C_j Rʲ, the layers C'_j C'_{j−1}ᵀ  2⌈log₂k⌉ + (k − 1) + k + (k − 1)
+      one Newton–Schulz step on the frame every carry.REORTHO steps                       2k / REORTHO
     k ≤ 2 (per layer): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k − 2 (T_1 = S_k = I
       are not multiplied), projection 2k,
       n Newton–Schulz iterations of the polar retraction 2nk (n measured at this iterate, ns_iterations).
-    Elementwise work, norms, eigvalsh and the d×d SVD are not counted, so GF/s under-reports the work slightly.
-    What the implementation executes (scans do redundant products; the check of orthogonality) is counted
-    separately by torch.utils.flop_counter: column 'exec/useful'.
+    Elementwise work, norms, eigvalsh, the d×d Schur form and SVD are not counted, so GF/s under-reports the
+    work slightly. What the implementation executes (the first step's scan; the check of orthogonality) is
+    counted separately by torch.utils.flop_counter over a cycle: column 'exec/useful'.
     """
     k = N - 1
-    cubes = (k - 1) + 1 + 4 * k + 2 * n_frame if k > 2 else 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
+    if k > 2:
+        frame = 1 + k if d < scan.WIDE else 2 * math.ceil(math.log2(k)) + (k - 1) + k
+        cubes = 1 + 2 * n_frame + frame + (k - 1) + 2 * k / carry.REORTHO
+    else:
+        cubes = 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
     return int(2 * d ** 3 * cubes) + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
 
 
@@ -106,10 +120,15 @@ def main() -> None:
                 opt_geo = optim.Optimizer(LR, retraction="qr", balance="none")  # geoopt's step, for the check
                 opt_qr = optim.Optimizer(LR, retraction="qr")
 
-                ws = Workspace()
+                ws, ws_run = Workspace(), Workspace()
+                state = [blocks]
 
-                def fast():
+                def fast():  # the first step from the iterate (a scanned frame), for the checks
                     return fast_step(blocks, prob_big, arch, opt, ws)
+
+                def cycle():  # carry.REORTHO consecutive steps of a run: the frame's Newton–Schulz step once
+                    for _ in range(carry.REORTHO):
+                        state[0] = fast_step(state[0], prob_big, arch, opt, ws_run)
 
                 def fast_qr():
                     return fast_step(blocks, prob_big, arch, opt_qr, ws)
@@ -139,11 +158,13 @@ def main() -> None:
                     if ev.frames[1] is not None else None
                 n_frame = ns_iterations(torch.eye(d, dtype=dtype), -S) if S is not None else 0
                 flops = useful_flops(N, d, D0, n_it, n_frame, sxx)
-                executed = counted_matmul_flops(fast)
+                cycle()  # from the iterate into a run (the first step scans the frame); then steady cycles
+                executed = counted_matmul_flops(cycle) / carry.REORTHO
 
-                # --- timings, side by side from the same iterate
+                # --- timings, side by side from the same iterate (fast: consecutive steps of a run from it)
                 warm = 1 if t_first < budget / 3 else 0
-                tm_fast = median_time(fast, warmup=warm, min_reps=min_reps, budget_s=budget)
+                tm_fast = per_step(median_time(cycle, warmup=0, min_reps=min_reps,
+                                               budget_s=budget * carry.REORTHO))
                 fast_qr()
                 tm_qr = median_time(fast_qr, warmup=warm, min_reps=min_reps, budget_s=budget)
                 tm_gen = median_time(generic, warmup=0, min_reps=min_reps, budget_s=budget)
@@ -175,6 +196,8 @@ def main() -> None:
     print("  counts 1.5: three products); the framed update,")
     print("  N > 3, needs one d×d polar factor instead);")
     print("  pf/step: minor page faults per fast step (fresh pages from the kernel: temporaries > 32 MiB).")
+    print(f"fast ms: the mean step of a run over whole cycles of carry.REORTHO = {carry.REORTHO} steps (median of")
+    print("  cycles); exec/useful: executed flops of one such cycle per step over useful_flops.")
     print("GF/s, %peak: the step's useful matmul flops (formula in useful_flops: sequential products, gradients,")
     print("  projection, Newton–Schulz) / median time, against the 2048³ matmul of the same dtype measured above;")
     print("  exec/useful: matmul flops the implementation executes (torch.utils.flop_counter) over the useful ones;")
@@ -201,6 +224,11 @@ def main() -> None:
     breakdown(arch, prob, init.random_blocks(arch, generator=g, dtype=torch.float64), LR, budget=budget,
               min_reps=min_reps, profile=args.profile)
     footer_load(load)
+
+
+def per_step(t: Timing) -> Timing:
+    """A timing of cycles (carry.REORTHO steps each) as the mean per step."""
+    return Timing(t.seconds / carry.REORTHO, t.reps, t.clean, t.faults / carry.REORTHO)
 
 
 def summary(rows, text, which, key, target, below: bool = False) -> None:
