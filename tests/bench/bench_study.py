@@ -80,6 +80,26 @@ def plain_optuna(cells, trials: int, lo: float, hi: float) -> float:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def two_loops(args: list[str], trials: int) -> float:
+    """Wall seconds of two hand loops (:func:`plain_optuna` over the cells of ``args``) run at once in two
+    processes, imports excluded: what two cores give two independent workers here, a study's ceiling."""
+    code = ("import sys, time; sys.argv = ['bench']; from bench_study import plan, plain_optuna; "
+            f"(_, _, cells), = plan({args!r}); print('ready', flush=True); sys.stdin.readline(); "
+            f"t = time.time(); plain_optuna(cells, {trials}, 1e-3, 3.0); print(t, time.time(), flush=True)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).resolve().parent)])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, text=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE) for _ in range(2)]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    spans = [tuple(map(float, proc.stdout.readline().split())) for proc in procs]
+    for proc in procs:
+        proc.wait()
+    return max(e for _, e in spans) - min(b for b, _ in spans)
+
+
 def searcher_cpu(n_cells: int = 15, trials: int = 12) -> float:
     """Driver CPU seconds per trial of the per-cell searcher and its sampler (suggest + tell), no Ray."""
     (cfg, _, cells), = plan([f"model.depth={','.join(str(2 + i) for i in range(n_cells))}", "seed=0",
@@ -185,6 +205,7 @@ def main():
     thr_study, thr_plain = len(a["recs"]) / a["wall"], len(cells) * trials / plain
     ratio_a = thr_study / thr_plain
     no_ray = len(a["recs"]) / (a["wall"] - a["phases"].get("ray_start", 0)) / thr_plain
+    ceiling = 2 * plain / two_loops(small, trials)  # two hand loops at once against one
 
     # 2: ≈ 1 s trials
     steps = 600
@@ -277,6 +298,7 @@ def main():
     out = [
         row("1", "A: study / plain Optuna throughput, Ray start included", f"{ratio_a:.2f}×", "≥ 1.3×", ratio_a >= 1.3),
         row("", "   the same, Ray's start left out", f"{no_ray:.2f}×", "(info)", None),
+        row("", "   two hand loops at once / one: this machine's ceiling", f"{ceiling:.2f}×", "(info)", None),
         row("1", "default sweep: wall / (Σ compute / slots)", f"{ratio_default:.2f}×", "≤ 2.0×", ratio_default <= 2.0),
         row("2", "1-s trials: worker time lost over the trial phase", f"{100 * lost:.1f} %", "≤ 10 %", lost <= 0.10),
         row("3", "driver CPU per trial (default study)", f"{1e3 * cpu_trial:.1f} ms", "≤ 20 ms",
