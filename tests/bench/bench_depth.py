@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from common import (DTYPES, CpuLoad, GeooptRGD, Timing, fast_step, count_aten_ops, fmt_check, fmt_ms,
                     fmt_ratio, footer_load, header, max_abs_diff, median_time, moments_loss, ns_iterations,
-                    parse_args)
+                    parse_args, profile_table)
 from orthoscale import carry, data, init, losses, optim, stiefel
 from tests import loop
 from orthoscale.network import Architecture, hidden_products, layers
@@ -114,18 +114,8 @@ def breakdown_carried(arch: Architecture, problem: Problem, blocks: list[torch.T
         print(f"{name:>46}  {fmt_ms(t.seconds / per) + ('' if t.clean else '*'):>8}  "
               f"{100 * t.seconds / per / total:>5.0f}%  {n:>10.0f}  {t.faults / per:>7.0f}")
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
-        fn = lambda: fast_step(state[0], problem, arch, opt, ws)
-        for _ in range(3):
-            fn()
-        reps = max(3, min(50, int(budget / max(total, 1e-6))))
-        with prof(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
-            for _ in range(reps):
-                fn()
-        print(f"\ntorch.profiler, {reps} steps from a carried frame (self CPU time, by op and input shape):")
-        print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20,
-                                                               max_name_column_width=28,
-                                                               max_shapes_column_width=50))
+        profile_table(lambda: fast_step(state[0], problem, arch, opt, ws), total, budget,
+                      "steps from a carried frame")
 
 
 def main() -> None:

@@ -432,15 +432,19 @@ def breakdown(arch: Architecture, problem: Problem, blocks: list[torch.Tensor], 
         print(f"{name:>46}  {fmt_ms(t.seconds) + ('' if t.clean else '*'):>8}  {100 * t.seconds / total:>5.0f}%  "
               f"{n:>10}  {t.faults:>7.0f}")
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
-        fn = phases[-1][1]
-        for _ in range(3):
+        profile_table(phases[-1][1], total, budget, "full steps")
+
+
+def profile_table(fn, seconds: float, budget: float, what: str) -> None:
+    """torch.profiler's table of ``fn`` (a call of ~``seconds``), repeated within ``budget`` seconds."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    for _ in range(3):
+        fn()
+    reps = max(3, min(50, int(budget / max(seconds, 1e-6))))
+    with prof(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+        for _ in range(reps):
             fn()
-        reps = max(3, min(50, int(budget / max(total, 1e-6))))
-        with prof(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
-            for _ in range(reps):
-                fn()
-        print(f"\ntorch.profiler, {reps} full steps (self CPU time, by op and input shape):")
-        print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20,
-                                                               max_name_column_width=28,
-                                                               max_shapes_column_width=50))
+    print(f"\ntorch.profiler, {reps} {what} (self CPU time, by op and input shape):")
+    print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20,
+                                                           max_name_column_width=28, max_shapes_column_width=50))
