@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.air._internal import usage as air_usage
 
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
@@ -132,6 +133,9 @@ def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: st
     # Tune's own CSV/JSON/TensorBoard files of every result: the study keeps its own record (results.jsonl)
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # so it finds no such files
+    # Tune tags its usage statistics with the class names of the callbacks it is given, and imports the MLflow,
+    # W&B, Comet and Aim integrations to name them: ~1 s of the driver's CPU, MLflow loaded into the driver
+    air_usage.tag_callbacks = lambda callbacks: False
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     trainable = tune.with_parameters(make_trainable(max(1, int(spec.cpus_per_trial))), cells=cells,
                                      mnist_arrays=arrays or None)
