@@ -25,7 +25,6 @@ with its own Newton–Schulz step: ~eps·d).
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg.lapack
 import torch
 
 from . import scan, stiefel
@@ -66,7 +65,9 @@ def _skew_schur(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _gees(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, V), S = V T Vᵀ, by LAPACK's dgees directly (scipy.linalg.schur's checks cost as much as the
     decomposition at d = 10)."""
-    gees, = scipy.linalg.lapack.get_lapack_funcs(("gees",), (S,))
+    from scipy.linalg import lapack  # on first use: scipy.linalg costs ~0.4 s to import, a driver never needs it
+
+    gees, = lapack.get_lapack_funcs(("gees",), (S,))
     T, _, _, _, V, _, info = gees(lambda re, im: None, S, compute_v=1, sort_t=0)
     if info != 0:
         raise np.linalg.LinAlgError(f"dgees failed (info = {info})")
