@@ -23,9 +23,13 @@ class Cell:
         """``cfg`` as a plain, JSON-safe dict (durable records, MLflow params, reports)."""
         return to_dict(self.cfg)
 
+    def label(self, leave_out: tuple[str, ...] = ()) -> str:
+        """'depth=4,seed=1'-style name of the cell's grid values but those of the axes in ``leave_out``."""
+        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.values if k not in leave_out) or "all"
+
     @property
     def id(self) -> str:
-        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.values) or "all"
+        return self.label()
 
     @property
     def overrides(self) -> list[str]:
@@ -46,8 +50,7 @@ class Cell:
     @property
     def series(self) -> str:
         """The cell's grid values other than depth and seed: cells of one series differ only in those."""
-        return ",".join(f"{k.split('.')[-1]}={v}" for k, v in self.values
-                        if k not in ("model.depth", "seed")) or "all"
+        return self.label(("model.depth", "seed"))
 
 
 def resolve(raw: dict) -> dict:

@@ -127,7 +127,7 @@ def seed_panels(cells) -> dict[str, list[int]]:
     """Cells grouped up to their seed: the cell id without ``seed=…`` → the indices of its seeds' cells."""
     panels = defaultdict(list)
     for cell in cells:
-        panels[",".join(f"{k.split('.')[-1]}={v}" for k, v in cell.values if k != "seed") or "all"].append(cell.index)
+        panels[cell.label(("seed",))].append(cell.index)
     return dict(panels)
 
 
