@@ -11,33 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from . import stiefel
-from .checks import bounded, check_fields
 from .init import teacher_blocks
-from .network import FREE_LAYERS, Architecture, end_to_end, forward, layers
-
-WHITENINGS = ("subspace", "epsilon")
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """A teacher–student problem: m = ``samples`` whitened inputs, a teacher whose free layer has condition
-    number κ = ``condition`` and largest singular value ``scale``, label noise of std ``noise``, and the
-    teacher's kind (``teacher_free_layer``); the declarations the study's data.* keys use."""
-    samples: int = bounded(256, ge=1)
-    condition: float = bounded(2.0, ge=1)
-    scale: float = bounded(1.0, gt=0)
-    noise: float = bounded(0.0, ge=0)
-    teacher_free_layer: str = bounded("first", choices=FREE_LAYERS)
-
-    def __post_init__(self):
-        check_fields(self, "data")
-
-
-def check_samples(m: int, d: int) -> None:
-    """Exact whitening of m samples in R^d needs m ≥ d."""
-    if m < d:
-        raise ValueError(f"data.samples={m} must be ≥ d_0={d} for exact whitening")
-
+from .network import Architecture, end_to_end, forward, layers
+from .specs import WHITENINGS, TeacherSpec, check_samples
 
 @dataclass(frozen=True)
 class Moments:

@@ -12,34 +12,13 @@ All randomness comes from ``generator`` on the CPU, so a seed gives the same net
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from . import stiefel
-from .checks import bounded, check_fields, check_value
+from .checks import check_value
 from .network import Architecture, end_to_end, layers, stack, to_tall
-
-INITS = ("random", "teacher_perturbed", "spectral", "spectral_perturbed")
-
-
-@dataclass(frozen=True)
-class InitSpec:
-    """How a network starts: ``init`` ∈ INITS, the random free layer's ``init_scale`` and the relative
-    distance δ = ``init_delta`` of a perturbed start (the declarations the study's model.* keys use)."""
-    init: str = bounded("teacher_perturbed", choices=INITS)
-    init_scale: float = bounded(1.0, gt=0)
-    init_delta: float = bounded(0.2, ge=0)
-
-    def __post_init__(self):
-        check_fields(self, "model")
-
-
-def check_start(init: str, arch: Architecture) -> None:
-    """A spectral start places the least-squares map in the free layer: it needs one."""
-    if init.startswith("spectral") and arch.free_index is None:
-        raise ValueError("a spectral start needs a free layer (model.free_layer=first or last)")
-
+from .specs import InitSpec, check_start
 
 def _gaussian(shape, generator, dtype, device):
     return torch.randn(*shape, generator=generator, dtype=dtype).to(device)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import Problem
-from .network import Architecture, Frame, check_choice, end_to_end, forward, hidden_products
+from .network import Architecture, Frame, end_to_end, forward, hidden_products
+from .specs import LOSS_NAMES
 from .workspace import Workspace
 
 LOSSES = {  # ℓ(f(X), Y) averaged over the m samples (columns)
@@ -21,7 +22,7 @@ LOSSES = {  # ℓ(f(X), Y) averaged over the m samples (columns)
     "huber": lambda out, Y: F.huber_loss(out, Y, reduction="sum", delta=1.0) / Y.shape[1],
     "cross_entropy": lambda out, Y: F.cross_entropy(out.T, Y.T),
 }
-PATHS = ("auto", "fast", "generic")
+assert tuple(LOSSES) == LOSS_NAMES
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,6 @@ def generic(blocks: list[torch.Tensor], arch: Architecture, problem: Problem, lo
     star = problem.moments.loss_star if (loss == "squared" and arch.linear) else 0.0
     product = end_to_end(blocks) if arch.linear else None
     return Evaluation(value, value - star, grads, product)
-
-
-def resolve_path(arch: Architecture, loss: str, path: str) -> str:
-    """'auto' picks the fast path wherever it applies (squared loss, no activation)."""
-    check_choice("optim.loss", loss, tuple(LOSSES))
-    check_choice("optim.path", path, PATHS)
-    fast_ok = loss == "squared" and arch.linear
-    if path == "fast" and not fast_ok:
-        raise ValueError("optim.path=fast needs optim.loss=squared and model.activation=identity")
-    return "fast" if path == "auto" and fast_ok else ("generic" if path == "auto" else path)
 
 
 def evaluate(blocks: list[torch.Tensor], arch: Architecture, problem: Problem, loss: str = "squared",

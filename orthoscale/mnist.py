@@ -17,6 +17,7 @@ from .checks import check_value
 from .data import Problem, TeacherSpec, second_moments, teacher_outputs, whiten
 from .init import teacher_blocks
 from .network import Architecture, layers
+from .specs import TARGETS
 
 FILES = {  # name → MD5 of the uncompressed original
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -24,7 +25,6 @@ FILES = {  # name → MD5 of the uncompressed original
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-TARGETS = ("onehot", "teacher")
 
 
 class MnistError(RuntimeError):

@@ -6,30 +6,13 @@ GD:  every layer W ← W − μ G, no constraint (the unconstrained baseline, fr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from . import carry, spectral, stiefel
-from .checks import bounded, check_fields
 from .network import Architecture, Frame, to_tall
+from .specs import Optimizer
 from .workspace import Workspace
-
-METHODS = ("rgd", "gd")
-BALANCES = ("spectral", "frobenius", "none")
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    """Step size μ = ``lr``, RGD or GD, the retraction and the balance s² of the orthonormal layers' step."""
-    lr: float = bounded(0.1, gt=0)
-    method: str = bounded("rgd", choices=METHODS)
-    retraction: str = bounded("polar", choices=stiefel.RETRACTIONS)
-    balance: str = bounded("spectral", choices=BALANCES)
-
-    def __post_init__(self):
-        check_fields(self, "optim")
-
 
 def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
     """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix (spectral.lambda_max),

@@ -10,8 +10,7 @@ import math
 import torch
 
 from . import scan
-
-RETRACTIONS = ("polar", "polar_svd", "qr", "cayley")
+from .specs import RETRACTIONS
 
 
 def sym(A: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import network, optim, stiefel
+from . import network, optim, specs, stiefel
 from .data import Moments, Problem
-from .network import Architecture, check_choice, to_tall
+from .architecture import check_choice
+from .network import Architecture, to_tall
 
 F64 = torch.float64
 LANCZOS_TOL = 1e-10  # relative accuracy of the extreme Ritz values (0, scipy's default, means machine precision)
@@ -146,8 +147,8 @@ def local_spectrum(blocks: list[torch.Tensor], arch: Architecture, moments: Mome
     Raises NotASolution (a ValueError, message "not a solution: …") when the point is not a solution to ``tol``
     (see :func:`check_solution`). d_N·d_0 ≤ ``dense_max``: dense and exact; otherwise Lanczos (count = None).
     """
-    check_choice("optim.method", method, optim.METHODS)
-    check_choice("optim.balance", balance, optim.BALANCES)
+    check_choice("optim.method", method, specs.METHODS)
+    check_choice("optim.balance", balance, specs.BALANCES)
     if not arch.linear:
         raise NotApplicable("the local theory is for linear networks (model.activation=identity)")
     network.check_blocks(blocks, arch)

@@ -17,31 +17,13 @@ from typing import Callable
 
 import torch
 
-from .checks import bounded, check_fields
 from .data import Problem
-from .losses import evaluate, resolve_path
+from .losses import evaluate
+from .specs import resolve_path
 from .network import Architecture, check_blocks, orthonormality_error
 from .optim import Optimizer, step
+from .specs import StopRules
 from .workspace import Workspace
-
-OUTCOMES = ("converged", "diverged", "stalled", "budget", "pruned")
-
-
-@dataclass(frozen=True)
-class StopRules:
-    """When a run ends (see the module docstring); each field's bounds are declared here once (the study's
-    schema, group ``stop``, is this class)."""
-    tol: float = bounded(1e-10, gt=0, lt=1)
-    max_iters: int = bounded(2000, ge=1)
-    diverge_factor: float = bounded(1e6, gt=1)
-    stall_window: int = bounded(200, ge=1)
-    stall_improvement: float = bounded(1e-3, ge=0, lt=1)
-    max_seconds: float = bounded(600.0, gt=0)
-    extend_to: int = bounded(0, ge=0)  # read by the study's trial (its extension), not here: see study/trial.py
-
-    def __post_init__(self):
-        check_fields(self, "stop")
-
 
 @dataclass
 class Trajectory:

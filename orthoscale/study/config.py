@@ -13,11 +13,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import data, losses, mnist, optim
-from .. import init as core_init
+from .. import specs
+from ..architecture import ACTIVATION_NAMES, FREE_LAYERS, ORIENTATIONS, Architecture
 from ..checks import bounded, declared, violation
-from ..network import ACTIVATIONS, FREE_LAYERS, ORIENTATIONS, Architecture
-from ..train import StopRules
+from ..specs import InitSpec, Optimizer, StopRules, TeacherSpec
 
 
 class ConfigError(ValueError):
@@ -40,10 +39,10 @@ class ModelCfg:
     width: int = number(16, ge=1, le=8192)
     free_layer: str = choice("first", FREE_LAYERS)
     orientation: str = choice("columns", ORIENTATIONS)
-    activation: str = choice("identity", ACTIVATIONS)
-    init: str = declared(core_init.InitSpec, "init")
-    init_scale: float = declared(core_init.InitSpec, "init_scale")
-    init_delta: float = declared(core_init.InitSpec, "init_delta")
+    activation: str = choice("identity", ACTIVATION_NAMES)
+    init: str = declared(InitSpec, "init")
+    init_scale: float = declared(InitSpec, "init_scale")
+    init_delta: float = declared(InitSpec, "init_delta")
 
 
 @dataclass(frozen=True)
@@ -52,11 +51,11 @@ class TeacherData:
     kind: str = choice("teacher", ("teacher",))
     input_dim: int = number(16, ge=1, le=100_000)
     output_dim: int = number(16, ge=1, le=100_000)
-    samples: int = declared(data.TeacherSpec, "samples")
-    condition: float = declared(data.TeacherSpec, "condition")
-    scale: float = declared(data.TeacherSpec, "scale")
-    noise: float = declared(data.TeacherSpec, "noise")
-    teacher_free_layer: str = declared(data.TeacherSpec, "teacher_free_layer")
+    samples: int = declared(TeacherSpec, "samples")
+    condition: float = declared(TeacherSpec, "condition")
+    scale: float = declared(TeacherSpec, "scale")
+    noise: float = declared(TeacherSpec, "noise")
+    teacher_free_layer: str = declared(TeacherSpec, "teacher_free_layer")
     teacher_activation: str = choice("identity", TEACHER_ACTIVATIONS)
     dtype: str = choice("float64", DTYPES)
 
@@ -66,11 +65,11 @@ class MnistData:
     """Group ``data=mnist``: whitened MNIST images with one-hot labels or a teacher's outputs as targets."""
     kind: str = choice("mnist", ("mnist",))
     samples: int = number(0, ge=0)             # the first m images; 0 = all 60 000
-    targets: str = choice("onehot", mnist.TARGETS)
-    whiten: str = choice("subspace", data.WHITENINGS)
+    targets: str = choice("onehot", specs.TARGETS)
+    whiten: str = choice("subspace", specs.WHITENINGS)
     whiten_eps: float = number(1e-6, gt=0, lt=1)
     root: str | None = None                    # MNIST folder; default: <project>/.orthoscale/data/mnist
-    condition: float = declared(data.TeacherSpec, "condition")  # targets=teacher: κ of the teacher's free layer
+    condition: float = declared(TeacherSpec, "condition")  # targets=teacher: κ of the teacher's free layer
     teacher_activation: str = choice("identity", TEACHER_ACTIVATIONS)
     dtype: str = choice("float64", DTYPES)
 
@@ -81,12 +80,12 @@ DataCfg = TeacherData | MnistData  # chosen by data.kind (the data group)
 @dataclass(frozen=True)
 class OptimCfg:
     """The optimiser and how its step size μ is chosen per cell."""
-    method: str = declared(optim.Optimizer, "method")
-    retraction: str = declared(optim.Optimizer, "retraction")
-    balance: str = declared(optim.Optimizer, "balance")
-    loss: str = choice("squared", losses.LOSSES)
-    path: str = choice("auto", losses.PATHS)
-    lr: float = declared(optim.Optimizer, "lr")
+    method: str = declared(Optimizer, "method")
+    retraction: str = declared(Optimizer, "retraction")
+    balance: str = declared(Optimizer, "balance")
+    loss: str = choice("squared", specs.LOSS_NAMES)
+    path: str = choice("auto", specs.PATHS)
+    lr: float = declared(Optimizer, "lr")
     # μ by Optuna | μ = lr | μ = lr / N | μ = lr · μ_opt, the exact local optimum at the teacher (theory.py)
     protocol: str = choice("tuned", ("tuned", "fixed", "inverse_depth", "theory"))
     device: str = choice("auto", ("auto", "cpu", "cuda"))
@@ -178,6 +177,17 @@ class Config:
 
 MNIST_DIM = 784
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def step_size(cfg: Config, lr: float | None, mu_opt: float | None = None) -> float | None:
+    """μ of a trial: the searched one (tuned), optim.lr (fixed), optim.lr / N (inverse_depth) or optim.lr · μ_opt
+    (theory: the exact local optimum at the teacher, ``mu_opt``; None without it)."""
+    o = cfg.optim
+    if o.protocol == "tuned" and lr is not None:
+        return float(lr)
+    if o.protocol == "theory":
+        return o.lr * mu_opt if mu_opt else None
+    return o.lr / cfg.model.depth if o.protocol == "inverse_depth" else o.lr
 
 
 def widths(cfg: Config, input_dim: int | None = None) -> tuple[int, ...]:
@@ -327,14 +337,14 @@ def check_rules(cfg: Config) -> None:
     check_search_key(cfg)
     try:
         arch = Architecture(widths(cfg), m.free_layer, m.orientation, m.activation)
-        losses.resolve_path(arch, cfg.optim.loss, cfg.optim.path)
+        specs.resolve_path(arch, cfg.optim.loss, cfg.optim.path)
     except ValueError as err:  # the widths come from the model and the data: name both
         ends = ("data.kind='mnist'" if d.kind == "mnist"
                 else f"data.input_dim={d.input_dim}, data.output_dim={d.output_dim}")
         raise ConfigError(f"model.depth={m.depth}, model.width={m.width}, {ends}: {err}") from None
     if d.kind == "teacher":
         try:
-            data.check_samples(d.samples, d.input_dim)
+            specs.check_samples(d.samples, d.input_dim)
         except ValueError:
             raise ConfigError(f"data.samples={d.samples}: must be ≥ data.input_dim={d.input_dim} for exact "
                               "whitening") from None
@@ -350,7 +360,7 @@ def check_rules(cfg: Config) -> None:
         raise ConfigError(f"tracking.uri={cfg.tracking.uri!r}: MLflow cannot use {scheme!r}; use one of "
                           f"{', '.join(s + '://' for s in TRACKING_SCHEMES)}")
     try:
-        core_init.check_start(m.init, arch)
+        specs.check_start(m.init, arch)
     except ValueError as err:
         raise ConfigError(f"model.init={m.init!r}: {err}") from None
 

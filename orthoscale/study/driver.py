@@ -250,11 +250,12 @@ def first_error(records: list[dict]) -> str | None:
 
 def load_inputs(cells: list[Cell]) -> dict:
     """The MNIST training arrays per data.root the cells use, MD5-checked (ConfigError if not), before any
-    trial starts: trials on any host get them from the driver through Ray's object store."""
-    from .. import mnist
-
+    trial starts: trials on any host get them from the driver through Ray's object store. (The core's MNIST
+    module loads torch: a study without MNIST cells never imports it.)"""
     out = {}
     for root in sorted({c.cfg.data.root for c in cells if c.cfg.data.kind == "mnist"}):
+        from .. import mnist
+
         try:
             out[root] = mnist.load(Path(root), "train")
         except mnist.MnistError as err:

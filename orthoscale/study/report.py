@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..rates import RateEstimate, fit_power_law, on_edge
-from ..train import OUTCOMES
+from ..specs import OUTCOMES
 from . import edges
 from .cells import Cell
 from .results import TrialResult

@@ -19,13 +19,12 @@ from ray.air._internal import usage as air_usage
 
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import RayCfg, set_path
+from .config import RayCfg, set_path, step_size
 from .pack import PACK, PackSearch, members
 from .search import CellPruner
 from .store import ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
-from .trial import step_size
 
 
 def make_trainable(threads: int):

@@ -20,7 +20,7 @@ from .. import data, init, mnist, rates, theory
 from ..network import Architecture, stack
 from ..optim import Optimizer
 from ..train import StopRules, Trajectory, train
-from .config import Config, SearchCfg, widths
+from .config import Config, SearchCfg, step_size, widths
 from .results import FINAL, TrialResult
 
 
@@ -66,17 +66,6 @@ def problem_key(cfg: Config, device: str) -> str:
 def problem_for(cfg: Config, device: str) -> data.Problem:
     """The cell's problem, cached per process (trials of one cell share it; reused actors keep it)."""
     return _problem(problem_key(cfg, device))
-
-
-def step_size(cfg: Config, lr: float | None, spectrum: theory.LocalSpectrum | None = None) -> float | None:
-    """μ of a trial: the searched one (tuned), optim.lr (fixed), optim.lr / N (inverse_depth) or optim.lr · μ_opt
-    (theory: the exact local optimum at the teacher, ``spectrum``; None without it)."""
-    o = cfg.optim
-    if o.protocol == "tuned" and lr is not None:
-        return float(lr)
-    if o.protocol == "theory":
-        return o.lr * spectrum.mu_opt if spectrum else None
-    return o.lr / cfg.model.depth if o.protocol == "inverse_depth" else o.lr
 
 
 def objective(traj: Trajectory, stop: StopRules, search: SearchCfg, rho: float | None,
@@ -178,7 +167,7 @@ def run_trial(cfg: Config, lr: float | None = None, report=None, threads: int | 
     device = pick_device(cfg.optim.device)
     problem, arch, blocks = build(cfg, device)
     spectrum = local_spectrum(cfg, problem, arch, device)
-    mu = step_size(cfg, lr, spectrum)
+    mu = step_size(cfg, lr, spectrum.mu_opt if spectrum else None)
     if mu is None:
         raise ValueError("optim.protocol=theory: the exact local rate does not apply to this cell")
     start = [B.clone() for B in blocks]

@@ -94,3 +94,19 @@ def test_no_import_cycles():
 
     for m in sorted(g):
         visit(m, [])
+
+
+def test_the_driver_of_a_study_without_mnist_never_imports_torch():
+    """A driver composes, validates and runs a study with the core's torch-free declarations (architecture,
+    specs): torch's import (seconds) belongs to the trials' workers, not to every command's start."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from orthoscale.study.compose import plan; from orthoscale.study import driver, runner, "
+            "cluster, report, plots, edges, search, pack, capacity, progress; "
+            "(cfg, _, cells), = plan(['model.depth=2,4', 'seed=0,1']); driver.load_inputs(cells); "
+            "from orthoscale.cli import report as _r, rerun as _e, sweep as _s, sync as _y; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orthoscale import data, init, losses, network
+from orthoscale import data, init, losses, network, specs
 from tests import loop
 from orthoscale.data import Problem
 from orthoscale.network import Architecture
@@ -161,12 +161,12 @@ def test_generic_squared_on_linear_network_subtracts_loss_star(gen):
 
 def test_resolve_path():
     lin, relu = Architecture((4, 4, 4)), Architecture((4, 4, 4), activation="relu")
-    assert losses.resolve_path(lin, "squared", "auto") == "fast"
-    assert losses.resolve_path(lin, "squared", "fast") == "fast"
-    assert losses.resolve_path(lin, "squared", "generic") == "generic"
-    assert losses.resolve_path(lin, "huber", "auto") == "generic"
-    assert losses.resolve_path(relu, "squared", "auto") == "generic"
-    assert losses.resolve_path(relu, "cross_entropy", "generic") == "generic"
+    assert specs.resolve_path(lin, "squared", "auto") == "fast"
+    assert specs.resolve_path(lin, "squared", "fast") == "fast"
+    assert specs.resolve_path(lin, "squared", "generic") == "generic"
+    assert specs.resolve_path(lin, "huber", "auto") == "generic"
+    assert specs.resolve_path(relu, "squared", "auto") == "generic"
+    assert specs.resolve_path(relu, "cross_entropy", "generic") == "generic"
 
 
 @pytest.mark.parametrize("activation,loss", [("relu", "squared"), ("tanh", "squared"), ("identity", "huber"),
@@ -174,15 +174,15 @@ def test_resolve_path():
 def test_fast_path_refused_where_it_does_not_apply(activation, loss):
     arch = Architecture((4, 4, 4), activation=activation)
     with pytest.raises(ValueError, match=r"optim\.path=fast needs optim\.loss=squared and model\.activation=identity"):
-        losses.resolve_path(arch, loss, "fast")
+        specs.resolve_path(arch, loss, "fast")
 
 
 def test_unknown_loss_or_path_named():
     arch = Architecture((4, 4, 4))
     with pytest.raises(ValueError, match=r"optim\.loss='hinge' is not one of"):
-        losses.resolve_path(arch, "hinge", "auto")
+        specs.resolve_path(arch, "hinge", "auto")
     with pytest.raises(ValueError, match=r"optim\.path='slow' is not one of"):
-        losses.resolve_path(arch, "squared", "slow")
+        specs.resolve_path(arch, "squared", "slow")
 
 
 def test_evaluate_dispatches(gen):

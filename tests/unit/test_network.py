@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from orthoscale import init, network, stiefel
-from orthoscale.network import Architecture, Block
+from orthoscale.architecture import Architecture, Block
 
 MIXED = [((5, 6, 6, 6, 8, 8, 9), "columns"), ((9, 8, 8, 6, 6, 5), "rows")]
 FREE = ["first", "last", "none"]

@@ -9,7 +9,8 @@ import pytest
 
 from orthoscale import rates
 from orthoscale.study.config import Config, ModelCfg, OptimCfg, SearchCfg
-from orthoscale.study.trial import estimate, objective, step_size, summarize
+from orthoscale.study.config import step_size
+from orthoscale.study.trial import estimate, objective, summarize
 from orthoscale.train import StopRules, Trajectory
 
 STOP = StopRules(tol=1e-10, max_iters=1000)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from orthoscale import data, init, losses, network, optim, rates, stiefel, train
+from orthoscale import data, init, losses, network, optim, rates, specs, stiefel, train
 from tests import loop
-from orthoscale.network import Architecture
+from orthoscale.architecture import ORIENTATIONS, Architecture
 from orthoscale.optim import Optimizer
 from orthoscale.train import StopRules
 from orthoscale.workspace import Workspace
@@ -33,7 +33,7 @@ def problem_and_start(arch, generator, samples=40, condition=3.0):
 # ---------------------------------------------------------------- one step
 
 @pytest.mark.parametrize("retraction", stiefel.RETRACTIONS)
-@pytest.mark.parametrize("balance", optim.BALANCES)
+@pytest.mark.parametrize("balance", specs.BALANCES)
 @pytest.mark.parametrize("widths,orientation,free", STEP_ARCHS)
 def test_stacked_step_equals_loop_step(retraction, balance, widths, orientation, free, gen):
     arch = Architecture(widths, free, orientation)
@@ -52,7 +52,7 @@ def test_stacked_step_equals_loop_step(retraction, balance, widths, orientation,
 
 
 @pytest.mark.parametrize("retraction", stiefel.RETRACTIONS)
-@pytest.mark.parametrize("orientation", network.ORIENTATIONS)
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
 @pytest.mark.parametrize("widths", [(7,) * 31, (5,) * 101])  # prefixes by doubling; chunked (k > scan.SHORT)
 def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
     """A deep orthogonal run updated in its frame (polar: one polar factor; qr: qr(C_j A C_{j−1}ᵀ)) or,
@@ -73,7 +73,7 @@ def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
 
 @pytest.mark.parametrize("retraction", ["polar", "qr"])
 @pytest.mark.parametrize("widths", [(70,) * 6, (5,) * 101])  # framed runs: sequential and chunked prefixes
-@pytest.mark.parametrize("orientation", network.ORIENTATIONS)  # the QR writes column-major buffers
+@pytest.mark.parametrize("orientation", ORIENTATIONS)  # the QR writes column-major buffers
 def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, orientation, gen):
     """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
     (the caller's, then the workspace's two buffers in turn) is never written."""
@@ -181,7 +181,7 @@ def test_trajectory_equals_per_layer_loop(retraction, widths, orientation, free,
         float(torch.linalg.matrix_norm(network.end_to_end(final) - prob.target)) / target_norm, rel=1e-12)
 
 
-@pytest.mark.parametrize("orientation", network.ORIENTATIONS)
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_deep_trajectory_in_the_frame_equals_per_layer_loop(orientation, gen):
     """N = 200: the stacked fast path updates the orthogonal run in its frame (no per-layer projection or
     Newton–Schulz); 40 steps stay within 1e-12 of the per-layer loop, and on the manifold."""
