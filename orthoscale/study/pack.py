@@ -27,15 +27,21 @@ from .search import METRIC, CellSearch
 PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
 
 
+def pack_seconds(gap: float | None, driver: float | None, slots: int = 1, share: float = 0.05) -> float | None:
+    """The compute T a pack should hold so that Tune's per-trial costs stay under ``share`` (ray.pack_gap): a
+    worker's idle ``gap`` (s per Tune trial) ≤ share·T, and the driver's CPU ``driver`` (s per Tune trial) for the
+    packs of all ``slots`` ≤ share of a core: T = max(gap, slots·driver) / share. None until a cost is measured."""
+    if not (gap or driver):
+        return None
+    return max(gap or 0.0, slots * (driver or 0.0)) / share
+
+
 def auto_size(gap: float | None, seconds: float | None, share: float = 0.05, driver: float | None = None,
               slots: int = 1) -> int:
-    """Trials per pack k, for trials of ``seconds`` each, such that Tune's per-trial costs stay under ``share``
-    (ray.pack_gap): a worker's idle ``gap`` (s per Tune trial) ≤ share of a pack's compute k·seconds, and the
-    driver's CPU ``driver`` (s per Tune trial) for the packs of all ``slots`` ≤ share of a core:
-    slots·driver ≤ share·k·seconds. 1 until the trials' seconds and one of the costs are measured."""
-    if not seconds or not (gap or driver):
-        return 1
-    return max(1, math.ceil(max(gap or 0.0, slots * (driver or 0.0)) / (share * seconds)))
+    """Trials per pack k for trials of ``seconds`` each: the fewest that hold :func:`pack_seconds`' compute,
+    k = ⌈T / seconds⌉. 1 until the trials' seconds and one of the costs are measured."""
+    target = pack_seconds(gap, driver, slots, share)
+    return 1 if not seconds or target is None else max(1, math.ceil(target / seconds))
 
 
 def driver_cost(stamps: list[float]) -> float | None:
@@ -92,29 +98,42 @@ class PackSearch(CellSearch):
         self.packs: dict[str, list[str]] = {}
         self.spans: list[tuple[int | str, float, float]] = []  # (worker pid, start, end) of finished packs
         self.seconds: list[float] = []                         # wall time of finished trials on their worker
+        self.cell_seconds: dict[int, list[float]] = {}         # the same, per cell
         self.cpu: list[float] = []                             # the driver's CPU time at each Tune trial's end
 
     def in_flight(self) -> int:
         return len(self.packs)
 
-    def size(self, open_cells: int) -> int:
-        """Trials for the next pack: ray.pack, or auto (module docstring), at most one per open cell and no more
-        than spreads the remaining trials over the live packs allowed."""
-        allowed = max(self.limit() if self.limit else 1, 1)
-        want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
-                                      if self.seconds else None, self.gap_share, driver_cost(self.cpu[-200:]),
-                                      allowed)
-        return max(1, min(want, open_cells, math.ceil(self.remaining() / allowed)))
+    def expected(self, cell: int) -> float | None:
+        """Seconds the next trial of ``cell`` is expected to take: the longest of its last four (a cell's trials
+        differ by μ: slow ones run to the budget, diverging ones stop at once), else the median trial's."""
+        own = self.cell_seconds.get(cell)
+        if own:
+            return max(own[-4:])
+        return statistics.median(self.seconds[-200:]) if self.seconds else None
 
     def propose(self, trial_id: str, open_cells: list[int]) -> dict:
+        """A pack of distinct open cells: ray.pack trials, or (auto, module docstring) cells added until their
+        expected seconds hold :func:`pack_seconds`' compute; never more than spreads the remaining trials over
+        the live packs allowed, so the last trials of a study run side by side rather than in one pack."""
+        allowed = max(self.limit() if self.limit else 1, 1)
+        cap = max(1, min(self.pack or len(open_cells), len(open_cells), math.ceil(self.remaining() / allowed)))
+        target = None if self.pack else pack_seconds(worker_gap(self.spans[-200:]), driver_cost(self.cpu[-200:]),
+                                                      allowed, self.gap_share)
         picks: list[dict] = []
-        for i in range(self.size(len(open_cells))):
+        total = 0.0
+        while len(picks) < cap:
             cells = [c for c in open_cells if len(self.used[c]) < self.budget[c]
                      and c not in {p["cell_index"] for p in picks}]
             if not cells:
                 break
-            picks.append(super().propose(f"{trial_id}.{i}", cells))
-        self.packs[trial_id] = [f"{trial_id}.{i}" for i in range(len(picks))]
+            picks.append(super().propose(f"{trial_id}.{len(picks)}", cells))
+            if not self.pack:
+                seconds = self.expected(picks[-1]["cell_index"])
+                total += math.inf if seconds is None or target is None else seconds
+                if total >= (target or 0.0):
+                    break
+        self.packs[trial_id] = [(f"{trial_id}.{i}", p["cell_index"]) for i, p in enumerate(picks)]
         return {"pack": picks}
 
     def report(self, trial_id: str, value: float, step: int) -> bool:
@@ -125,10 +144,11 @@ class PackSearch(CellSearch):
         entries = (result or {}).get(PACK) or []
         if result and result.get("pack_started") and entries and entries[0].get("result"):
             self.spans.append((entries[0]["result"].get("pid"), result["pack_started"], result["pack_ended"]))
-        for i, sub in enumerate(self.packs.pop(trial_id, [])):
+        for i, (sub, cell) in enumerate(self.packs.pop(trial_id, [])):
             entry = entries[i] if i < len(entries) else {}
             if entry.get("result"):
                 self.seconds.append(entry["ended"] - entry["started"])
+                self.cell_seconds.setdefault(cell, []).append(self.seconds[-1])
                 super().on_trial_complete(sub, {**entry["result"], FINAL: True})
             else:  # failed, or (a pack of one) pruned: Tune's last result is its last intermediate report
                 super().on_trial_complete(sub, None if entries else result, error or bool(entries))

@@ -75,6 +75,25 @@ def test_a_pack_never_outgrows_the_trials_left_per_live_pack():
     assert len(search.suggest("a")["pack"]) == 2
 
 
+def test_auto_packs_hold_a_target_compute_by_each_cells_own_trial_seconds():
+    """Auto packs (ray.pack=0) add cells until their expected seconds hold the target compute: cells of slow
+    trials (budget-bound μ) run unpacked even when the median trial is short, so no pack strings seconds-long
+    trials one after another while a slot stands idle."""
+    search = searcher(0, trials=8)
+    search.limit = lambda: 1
+    first = search.suggest("a")["pack"]
+    assert len(first) == 1                                               # nothing measured yet: one trial
+    search.on_trial_complete("a", {PACK: [entry(m) for m in first], FINAL: True, "objective": 0.0})
+    search.cpu = [0.0, 0.05, 0.10]                                       # 50 ms of driver CPU per Tune trial: 1 s
+    search.seconds = [0.01] * 10                                         # short trials: pack 3 cells
+    search.cell_seconds = {0: [0.01], 1: [0.01], 2: [0.01]}
+    assert len(search.suggest("b")["pack"]) == 3
+    search.on_trial_complete("b", None, error=True)
+    search.cell_seconds = {0: [0.01, 3.5], 1: [3.5], 2: [3.5]}           # every cell's trials now take seconds
+    pack = search.suggest("c")["pack"]
+    assert len(pack) == 1 and search.expected(pack[0]["cell_index"]) == 3.5
+
+
 def test_a_pruner_keeps_packs_of_one():
     (cfg, _, cells), = plan(["model.depth=2,3", "seed=0", "search.pruner=median"])
     search = PackSearch(cells, {**cfg.search.__dict__}, pack=5)
