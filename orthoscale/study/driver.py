@@ -213,6 +213,8 @@ def run_study(cfg: Config, cells: list[Cell], overrides: list[str], *, out=sys.s
         release()
     records = store.load()  # the report reads the durable records: it is drawn while tracking drains
     result = phases.timed("report", report.write)(folder / "report", cells, records)
+    figures = result["figure_seconds"]  # of the report's seconds, each figure's (the rest: text, fits, files)
+    phases["report.figures"], phases["report.slowest_figure"] = sum(figures.values()), max(figures.values(), default=0)
     phases.timed("tracking_drain", writer.close)()
     if fanout:
         (folder / "report" / "fanout.json").write_text(dumps(fanout))

@@ -2,7 +2,9 @@
 convergence curves at the best μ."""
 from __future__ import annotations
 
+import contextlib
 import io
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,6 +50,21 @@ class _PlainLog(ticker.LogFormatter):
         return f"{x:g}"
 
 
+_CLOCK: list = []  # [last write's time, {file name: seconds}] inside timed_figures()
+
+
+@contextlib.contextmanager
+def timed_figures():
+    """Seconds each figure written inside the block took, from the previous figure's write (or the block's start)
+    to its own: {file name: s}."""
+    seconds: dict[str, float] = {}
+    _CLOCK[:] = [time.perf_counter(), seconds]
+    try:
+        yield seconds
+    finally:
+        _CLOCK.clear()
+
+
 def _write(fig, path, dpi: int) -> None:
     """Save and close ``fig``, its log axes labelled by :class:`_PlainLog`."""
     for ax in fig.axes:
@@ -58,6 +75,9 @@ def _write(fig, path, dpi: int) -> None:
                 axis.set_minor_formatter(_PlainLog(base, labelOnlyBase=False, minor_thresholds=(1, 0.4)))
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+    if _CLOCK and isinstance(path, Path):
+        now = time.perf_counter()
+        _CLOCK[1][path.name], _CLOCK[0] = now - _CLOCK[0], now
 
 
 def _save(fig, path: Path) -> None:

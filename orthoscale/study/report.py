@@ -175,19 +175,22 @@ def write(folder: Path, cells: list[Cell], records: list[dict]) -> dict:
     (folder / "scaling.json").write_text(json.dumps(laws, indent=2))
     from . import plots
 
-    plots.render(folder, cells, rows, records, laws)
     out = {"rows": rows, "scaling": laws}
-    if edges.is_edge_study(cells):  # the edge of success across seeds replaces the per-cell table
-        out["edge"] = edges.edge_analysis(cells, records)
-        (folder / "edges.json").write_text(json.dumps(out["edge"], indent=2))
-        plots.edge_plots(folder, cells, records, out["edge"])
+    with plots.timed_figures() as out["figure_seconds"]:
+        plots.render(folder, cells, rows, records, laws)
+        if edges.is_edge_study(cells):  # the edge of success across seeds replaces the per-cell table
+            out["edge"] = edges.edge_analysis(cells, records)
+            (folder / "edges.json").write_text(json.dumps(out["edge"], indent=2))
+            plots.edge_plots(folder, cells, records, out["edge"])
+        elif edges.is_runs_study(cells):  # one run per seed: the per-depth summary over seeds
+            out["runs"] = edges.runs_analysis(cells, records)
+            (folder / "runs.json").write_text(json.dumps(out["runs"], indent=2))
+            plots.runs_plots(folder, out["runs"])
+    if "edge" in out:
         out["text"] = edges.edge_text(out["edge"]) + "\n" + rate_count(rows)
         (folder / "summary.txt").write_text(out["text"] + "\n")
         return out
-    if edges.is_runs_study(cells):  # one run per seed: the per-depth summary over seeds
-        out["runs"] = edges.runs_analysis(cells, records)
-        (folder / "runs.json").write_text(json.dumps(out["runs"], indent=2))
-        plots.runs_plots(folder, out["runs"])
+    if "runs" in out:
         text = edges.runs_text(out["runs"])
     else:
         text = table(rows)

@@ -144,6 +144,8 @@ def test_write_leaves_the_table_the_laws_and_the_plots(study, tmp_path):
     assert "search vs theory" in summary and "0.800 … 0.800 over 4 cells" in summary
     for png in ("rate_vs_depth.png", "lr_vs_depth.png", "curves.png", "landscape.png"):
         assert (folder / png).stat().st_size > 1000
+    assert set(out["figure_seconds"]) == {p.name for p in folder.glob("*.png")}   # each figure timed, once
+    assert all(0 < s < 30 for s in out["figure_seconds"].values())
 
 
 def test_the_landscape_has_one_panel_per_cell_up_to_its_seed():
