@@ -10,7 +10,9 @@ Size (``ray.pack``; 0 = auto): auto measures Tune's per-trial cost twice, as the
 between two Tune trials and as the driver's CPU per Tune trial (medians over the study so far), and packs
 enough trials that the gap stays under ``ray.pack_gap`` of a pack's compute and the driver, serving every
 slot, stays busy under that share of its time — trials of seconds run unpacked, trials of milliseconds in
-packs of up to one per open cell. A pruner needs each trial's intermediate reports: with one, packs are of one.
+packs of up to one per open cell. A pack never holds more than its share (1/slots) of the work left, each
+cell's trials counted at their own seconds, so a study's last trials run side by side. A pruner needs each
+trial's intermediate reports: with one, packs are of one.
 """
 from __future__ import annotations
 
@@ -112,14 +114,22 @@ class PackSearch(CellSearch):
             return max(own[-4:])
         return statistics.median(self.seconds[-200:]) if self.seconds else None
 
+    def rest_seconds(self) -> float:
+        """Expected seconds of the trials not yet asked for, cell by cell (:meth:`expected`; 0 for cells whose
+        trials are not measured yet)."""
+        return sum((self.budget[c] - len(self.used[c])) * (self.expected(c) or 0.0) for c in range(len(self.budget))
+                   if self.budget[c] > len(self.used[c]))
+
     def propose(self, trial_id: str, open_cells: list[int]) -> dict:
-        """A pack of distinct open cells: ray.pack trials, or (auto, module docstring) cells added until their
-        expected seconds hold :func:`pack_seconds`' compute; never more than spreads the remaining trials over
-        the live packs allowed, so the last trials of a study run side by side rather than in one pack."""
+        """A pack of distinct open cells: ray.pack trials, or auto (module docstring); never more than spreads the
+        remaining trials over the live packs allowed, nor more expected seconds than its share of the remaining
+        work, so the last trials of a study run side by side rather than one after another in one pack."""
         allowed = max(self.limit() if self.limit else 1, 1)
-        cap = max(1, min(self.pack or len(open_cells), len(open_cells), math.ceil(self.remaining() / allowed)))
-        target = None if self.pack else pack_seconds(worker_gap(self.spans[-200:]), driver_cost(self.cpu[-200:]),
-                                                      allowed, self.gap_share)
+        want = self.pack or auto_size(worker_gap(self.spans[-200:]), statistics.median(self.seconds[-200:])
+                                      if self.seconds else None, self.gap_share, driver_cost(self.cpu[-200:]),
+                                      allowed)
+        cap = max(1, min(want, len(open_cells), math.ceil(self.remaining() / allowed)))
+        share = self.rest_seconds() / allowed
         picks: list[dict] = []
         total = 0.0
         while len(picks) < cap:
@@ -128,11 +138,9 @@ class PackSearch(CellSearch):
             if not cells:
                 break
             picks.append(super().propose(f"{trial_id}.{len(picks)}", cells))
-            if not self.pack:
-                seconds = self.expected(picks[-1]["cell_index"])
-                total += math.inf if seconds is None or target is None else seconds
-                if total >= (target or 0.0):
-                    break
+            total += self.expected(picks[-1]["cell_index"]) or 0.0
+            if share and total >= share:
+                break
         self.packs[trial_id] = [(f"{trial_id}.{i}", p["cell_index"]) for i, p in enumerate(picks)]
         return {"pack": picks}
 

@@ -75,23 +75,26 @@ def test_a_pack_never_outgrows_the_trials_left_per_live_pack():
     assert len(search.suggest("a")["pack"]) == 2
 
 
-def test_auto_packs_hold_a_target_compute_by_each_cells_own_trial_seconds():
-    """Auto packs (ray.pack=0) add cells until their expected seconds hold the target compute: cells of slow
-    trials (budget-bound μ) run unpacked even when the median trial is short, so no pack strings seconds-long
-    trials one after another while a slot stands idle."""
-    search = searcher(0, trials=8)
-    search.limit = lambda: 1
-    first = search.suggest("a")["pack"]
-    assert len(first) == 1                                               # nothing measured yet: one trial
-    search.on_trial_complete("a", {PACK: [entry(m) for m in first], FINAL: True, "objective": 0.0})
-    search.cpu = [0.0, 0.05, 0.10]                                       # 50 ms of driver CPU per Tune trial: 1 s
-    search.seconds = [0.01] * 10                                         # short trials: pack 3 cells
-    search.cell_seconds = {0: [0.01], 1: [0.01], 2: [0.01]}
-    assert len(search.suggest("b")["pack"]) == 3
-    search.on_trial_complete("b", None, error=True)
-    search.cell_seconds = {0: [0.01, 3.5], 1: [3.5], 2: [3.5]}           # every cell's trials now take seconds
-    pack = search.suggest("c")["pack"]
-    assert len(pack) == 1 and search.expected(pack[0]["cell_index"]) == 3.5
+def test_a_pack_holds_no_more_than_its_share_of_the_remaining_work():
+    """Auto packs are sized by the median trial, but hold at most 1/slots of the work left, each cell's trials at
+    their own expected seconds: a cell of slow trials (budget-bound μ) near the end is not strung behind others
+    in one pack while a slot stands idle."""
+    def measured(slow: float) -> PackSearch:
+        (cfg, _, cells), = plan(["model.depth=2,3,4,5,6,7", "seed=0", "search.trials=2", "search.edge_rounds=0"])
+        search = PackSearch(cells, {**cfg.search.__dict__}, pack=0)
+        search.limit = lambda: 1
+        first = search.suggest("a")["pack"]
+        assert [m["cell_index"] for m in first] == [0]                  # nothing measured yet: one trial
+        search.on_trial_complete("a", {PACK: [entry(m) for m in first], FINAL: True, "objective": 0.0})
+        search.cpu, search.seconds = [0.0, 0.05, 0.10], [0.01] * 10    # short trials, 50 ms of driver per pack
+        search.cell_seconds = {c: [0.01] for c in range(6)} | {1: [0.01, slow]}
+        search.limit = lambda: 3
+        return search
+
+    assert len(measured(0.01).suggest("b")["pack"]) == 4                # ⌈11 trials left / 3 packs⌉
+    search = measured(3.5)                                               # cell 1's trials take seconds
+    assert search.rest_seconds() == pytest.approx(2 * 3.5 + 9 * 0.01)
+    assert [m["cell_index"] for m in search.suggest("b")["pack"]] == [1]  # 3.5 s ≥ a third of the ≈ 7 s left
 
 
 def test_a_pruner_keeps_packs_of_one():
