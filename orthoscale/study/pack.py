@@ -25,6 +25,7 @@ from typing import Callable
 from .cells import Cell
 from .results import FINAL
 from .search import METRIC, CellSearch
+from .store import encode
 
 PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
 
@@ -73,6 +74,7 @@ def run_pack(members: list[dict], run: Callable[[dict], dict], report=None) -> d
         started, entry = time.time(), {}
         try:
             entry["result"] = run(member)
+            entry["text"] = encode(entry["result"])  # its record's JSON, formatted here rather than in the driver
         except Exception as err:
             if len(members) == 1:
                 raise

@@ -25,7 +25,7 @@ from .cells import Cell
 from .config import RayCfg, set_path, step_size
 from .pack import PACK, PackSearch, members
 from .search import CellPruner
-from .store import ResultStore
+from .store import Encoded, ResultStore
 from .tracking import TrackingWriter
 from .results import FINAL, TrialResult
 
@@ -102,14 +102,17 @@ class Recorder(DriverOnly, tune.Callback):
         cell = self.cells[cfg["cell_index"]]
         final = status == "FINISHED" and bool(res)
         mu = res["lr"] if final else step_size(cell.cfg, cfg["lr"])  # theory: known to the trial only
-        result = TrialResult.from_dict(res) if final else (
-            TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
-                        objective=res.get("objective"), node_id=res.get("node_id")) if res else None)
+        result = None
+        if final:  # the worker's result with its JSON text (pack.run_pack): the record writes it as it is
+            result = Encoded(res, entry["text"]) if entry.get("text") else TrialResult.from_dict(res).to_dict()
+        elif res:  # the last intermediate report of a stopped or failed trial
+            result = TrialResult(lr=mu, steps=res.get("step"), final_rel_excess=res.get("rel_excess"),
+                                 objective=res.get("objective"), node_id=res.get("node_id")).to_dict()
         param, value = cfg.get("param", "optim.lr"), cfg.get("value")
         searched = [f"{param}={value!r}"] if param != "optim.lr" and value is not None else []
         rec = {"key": cfg["key"], "cell_index": cell.index, "cell": cell.id, "trial_number": cfg["trial_number"],
                "tuned": cfg["tuned"], "lr": mu, "param": param, "value": value if value is not None else mu,
-               "status": status, "result": result.to_dict() if result else None, "error": error,
+               "status": status, "result": result, "error": error,
                "cfg": set_path(cell.config, param, value) if searched else cell.config,
                "tune_trial_id": trial.trial_id, "node": res.get("node_id"),
                "host": self.host(res.get("node_id")), "attempt": self.attempt,

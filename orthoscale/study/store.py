@@ -19,6 +19,33 @@ def _plain(value):
     return value
 
 
+def encode(record: dict) -> str:
+    """One record as its JSON line's text (keys sorted, non-finite floats as strings)."""
+    return json.dumps(_plain(record), sort_keys=True)
+
+
+class Encoded(dict):
+    """A dict that carries its own JSON text (:func:`encode`), made where it was computed: a trial's result is
+    encoded by its worker, so the driver's record of it costs no float formatting (~0.5 ms a trial). Pickles as
+    a plain dict."""
+
+    def __init__(self, value: dict, text: str):
+        super().__init__(value)
+        self.text = text
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+def _line(record: dict) -> str:
+    """A record's JSON line; an :class:`Encoded` ``result`` is written as its own text, last."""
+    result = record.get("result")
+    if not isinstance(result, Encoded):
+        return encode(record) + "\n"
+    head = encode({k: v for k, v in record.items() if k != "result"})
+    return f'{head[:-1]}, "result": {result.text}}}\n'
+
+
 class ResultStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -27,7 +54,7 @@ class ResultStore:
 
     def append(self, *records: dict) -> None:
         """One line per record, all made durable by one fsync (a pack's records arrive together)."""
-        lines = "".join(json.dumps(_plain(record), sort_keys=True) + "\n" for record in records)
+        lines = "".join(_line(record) for record in records)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(lines)
             fh.flush()

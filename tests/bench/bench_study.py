@@ -39,7 +39,7 @@ from common import CpuLoad, idle_check
 from orthoscale.study.compose import plan
 from orthoscale.study.pack import PACK, PackSearch, auto_size
 from orthoscale.study.results import FINAL
-from orthoscale.study.store import ResultStore
+from orthoscale.study.store import Encoded, ResultStore, encode
 from orthoscale.study.trial import run_trial
 
 QUICK = "--quick" in sys.argv
@@ -119,8 +119,10 @@ def searcher_cpu(n_cells: int = 15, trials: int = 12) -> float:
 
 
 def record_cpu(recs: list[dict], folder: Path, per: int = 1) -> float:
-    """Driver CPU seconds per durable record (JSON lines + one fsync per pack of ``per``, as the study writes)."""
+    """Driver CPU seconds per durable record (JSON lines + one fsync per pack of ``per``, as the study writes; each
+    trial's result arrives encoded by its worker, pack.run_pack)."""
     store = ResultStore(folder)
+    recs = [{**r, "result": Encoded(r["result"], encode(r["result"]))} if r.get("result") else r for r in recs]
     start = time.process_time()
     for i in range(0, len(recs), per):
         store.append(*recs[i:i + per])

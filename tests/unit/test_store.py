@@ -53,3 +53,18 @@ def test_a_packs_records_go_in_with_one_fsync(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
     store.append(*({"key": f"c#{k}", "v": k} for k in range(5)))
     assert len(calls) == 1 and [r["v"] for r in store.load()] == list(range(5))
+
+
+def test_a_result_encoded_by_its_worker_is_written_as_it_is_and_reads_back_the_same(tmp_path):
+    import pickle
+
+    from orthoscale.study.store import Encoded, encode
+
+    result = {"lr": 0.1, "final_loss": math.inf, "curves": {"loss": [1.0, math.nan, 0.5]}, "outcome": "diverged"}
+    plain = {"key": "c#0", "status": "FINISHED", "result": result, "ended": 2.0}
+    store = ResultStore(tmp_path)
+    store.append({**plain, "result": Encoded(result, encode(result))}, {**plain, "key": "c#1"})
+    first, second = store.load()
+    assert first == {**second, "key": "c#0"}                 # the worker's text and the driver's encoding agree
+    assert first["result"]["final_loss"] == "inf" and first["result"]["curves"]["loss"][1] == "nan"
+    assert type(pickle.loads(pickle.dumps(Encoded(result, "{}")))) is dict   # to the tracking process: a dict
