@@ -115,7 +115,8 @@ def outcome_note(res: TrialResult | None, counts: Counter, kind: str | None) -> 
         more = f"; ~{res.steps_needed} more steps to tol at that rate, past stop.extend_to" if res.steps_needed else ""
         return (f"no linear phase in {res.steps} steps: still contracting at ρ_tail = {res.tail_rate:.5f} per step"
                 f"{_slowing(res)}, at relative excess {res.final_rel_excess:.2g}{more}")
-    return f"{res.outcome} after {res.steps} steps without a linear phase ({res.rate_note or ''}; {tally})"
+    why = "; ".join(filter(None, (res.rate_note, tally)))
+    return f"{res.outcome} after {res.steps} steps without a linear phase ({why})"
 
 
 def scaling(cells: list[Cell], rows: list[dict]) -> dict:
