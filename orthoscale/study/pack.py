@@ -30,21 +30,15 @@ from .store import encode
 PACK = "orthoscale_pack"  # the per-trial results of a pack, in its Tune result
 
 
-def pack_seconds(gap: float | None, driver: float | None, slots: int = 1, share: float = 0.05) -> float | None:
-    """The compute T a pack should hold so that Tune's per-trial costs stay under ``share`` (ray.pack_gap): a
-    worker's idle ``gap`` (s per Tune trial) ≤ share·T, and the driver's CPU ``driver`` (s per Tune trial) for the
-    packs of all ``slots`` ≤ share of a core: T = max(gap, slots·driver) / share. None until a cost is measured."""
-    if not (gap or driver):
-        return None
-    return max(gap or 0.0, slots * (driver or 0.0)) / share
-
-
 def auto_size(gap: float | None, seconds: float | None, share: float = 0.05, driver: float | None = None,
               slots: int = 1) -> int:
-    """Trials per pack k for trials of ``seconds`` each: the fewest that hold :func:`pack_seconds`' compute,
-    k = ⌈T / seconds⌉. 1 until the trials' seconds and one of the costs are measured."""
-    target = pack_seconds(gap, driver, slots, share)
-    return 1 if not seconds or target is None else max(1, math.ceil(target / seconds))
+    """Trials per pack k, for trials of ``seconds`` each, such that Tune's per-trial costs stay under ``share``
+    (ray.pack_gap): a worker's idle ``gap`` (s per Tune trial) ≤ share of a pack's compute k·seconds, and the
+    driver's CPU ``driver`` (s per Tune trial) for the packs of all ``slots`` ≤ share of a core:
+    slots·driver ≤ share·k·seconds. 1 until the trials' seconds and one of the costs are measured."""
+    if not seconds or not (gap or driver):
+        return 1
+    return max(1, math.ceil(max(gap or 0.0, slots * (driver or 0.0)) / (share * seconds)))
 
 
 def driver_cost(stamps: list[float]) -> float | None:
@@ -99,7 +93,7 @@ class PackSearch(CellSearch):
         super().__init__(cells, search, finished)
         self.pack = 1 if search["pruner"] != "none" else pack
         self.gap_share = gap_share
-        self.packs: dict[str, list[str]] = {}
+        self.packs: dict[str, list[tuple[str, int]]] = {}  # Tune trial → its trials (Optuna id, cell)
         self.spans: list[tuple[int | str, float, float]] = []  # (worker pid, start, end) of finished packs
         self.seconds: list[float] = []                         # wall time of finished trials on their worker
         self.cell_seconds: dict[int, list[float]] = {}         # the same, per cell
