@@ -1,6 +1,7 @@
 """The study's Ray: join ``ray.address`` or start an embedded one, in the background, and what the cluster offers.
 
-Only Ray's core is imported here, so a study starts Ray before it loads Tune (seconds each: they overlap)."""
+Only Ray's core is used here, and it is imported on the thread that starts Ray (importing it takes about a
+second): a study loads Tune, its searcher and its tracking store while Ray loads and starts."""
 from __future__ import annotations
 
 import logging
@@ -10,14 +11,14 @@ import sys
 import threading
 import time
 
-import ray
-
 from .cells import Cell
 from .config import ConfigError, RayCfg
 
 
 def connect(spec: RayCfg, verbose: int) -> str:
     """Join ``ray.address`` / $RAY_ADDRESS, or start an embedded Ray bound to 127.0.0.1."""
+    import ray
+
     if ray.is_initialized():
         return "existing"
     address = spec.address or os.environ.get("RAY_ADDRESS")
@@ -75,6 +76,8 @@ _RELEASE: list[threading.Thread] = []
 def release() -> None:
     """``ray.shutdown()`` on a thread of its own: an embedded Ray's processes stop (≈ 1.5 s) while the study
     writes its report; :func:`settle` waits for it."""
+    import ray
+
     thread = threading.Thread(target=ray.shutdown, name="orthoscale-ray-shutdown", daemon=True)
     thread.start()
     _RELEASE.append(thread)
@@ -88,6 +91,8 @@ def settle() -> None:
 
 def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
     """Requests the cluster cannot meet fail before any trial starts."""
+    import ray
+
     total = ray.cluster_resources()
     if any(c.cfg.optim.device == "cuda" for c in cells) and total.get("GPU", 0) == 0:
         raise ConfigError("optim.device=cuda: the cluster has no GPU; use optim.device=auto or cpu")
@@ -99,5 +104,7 @@ def check_resources(spec: RayCfg, cells: list[Cell]) -> None:
 
 def worker_hosts() -> dict[str, str]:
     """Alive nodes that can run a trial (some CPU or GPU): node id → its address."""
+    import ray
+
     return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()
             if n["Alive"] and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)}
