@@ -75,9 +75,15 @@ _RELEASE: list[threading.Thread] = []
 
 def release() -> None:
     """``ray.shutdown()`` on a thread of its own: an embedded Ray's processes stop (≈ 1.5 s) while the study
-    writes its report; :func:`settle` waits for it."""
+    writes its report; :func:`settle` waits for it. Ray's core worker ends the process (exit code 1) when the
+    main thread reaches into it while it shuts down, as a finalizer of Tune's garbage did: that garbage is
+    collected first, and the collector stays off until the command exits (it writes only its report)."""
+    import gc
+
     import ray
 
+    gc.collect()
+    gc.disable()
     thread = threading.Thread(target=ray.shutdown, name="orthoscale-ray-shutdown", daemon=True)
     thread.start()
     _RELEASE.append(thread)
