@@ -208,9 +208,10 @@ def main():
     plain, plain_cpu = plain_optuna(cells, trials, 1e-3, 3.0)
     thr_study, thr_plain = len(a["recs"]) / a["wall"], len(cells) * trials / plain
     ratio_a = thr_study / thr_plain
-    no_ray = len(a["recs"]) / (a["wall"] - a["phases"].get("ray_start", 0)) / thr_plain
+    ray_a = a["phases"].get("ray_start", 0)
+    no_ray = len(a["recs"]) / (a["wall"] - ray_a) / thr_plain
     ceiling = 2 * plain / two_loops(small, trials)  # two hand loops at once against one
-    bound_a = plain / (a["phases"].get("ray_start", 0) + plain / ceiling)  # 1a's best here, nothing but Ray's start
+    bound_a = plain / (ray_a + plain / ceiling)  # 1a's best here: Ray's start, then the loop's work at the ceiling
 
     # 2: ≈ 1 s trials
     steps = 600
@@ -253,7 +254,7 @@ def main():
           f"command wall {default['wall']:.1f} s")
     median_a = statistics.median(r["result"]["seconds"] for r in a["recs"])
     print(f"A: {len(a['recs'])} small trials ({len(cells)} cells): study {a['wall']:.1f} s (Ray start "
-          f"{a['phases'].get('ray_start', 0):.1f} s), plain Optuna {plain:.1f} s; median trial "
+          f"{ray_a:.1f} s), plain Optuna {plain:.1f} s; median trial "
           f"{1e3 * median_a:.0f} ms\n"
           f"   CPU: the study's processes ≥ {a['cpu']:.1f} s (those reaped in its tree; its trials "
           f"{a['compute']:.1f} s of worker time) against "
