@@ -21,9 +21,10 @@ def families() -> list[tuple[str, str]]:
 
 def sweep_help() -> str:
     from ..study.compose import CONF, _groups, _options
-    from ..study.config import leaf_keys
+    from ..study.config import Config
+    from ..study.typed import leaf_keys
 
-    keys = leaf_keys()
+    keys = leaf_keys(Config)
     lines = ["usage: orthoscale sweep [-m] [key=value | key=v1,v2,… | group=option]…",
              "       (python -m orthoscale.sweep … is the same command)", "",
              "A study: one Optuna search of the step size μ per cell of the family's grid, every trial fanned out by",

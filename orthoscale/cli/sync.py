@@ -12,7 +12,8 @@ HELP = __doc__.strip()
 
 
 def run(args: list[str]) -> int:
-    from ..study.config import set_path, validate
+    from ..study.config import validate
+    from ..study.typed import set_path
     from ..study.driver import load_plan, run_study
     from ..study.locations import PLAN, study_folder
     from .target import study_target

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from .config import Config, ConfigError, get_path, leaf_keys, set_path, to_dict, validate
+from .config import Config, ConfigError, to_dict, validate
+from .typed import get_path, leaf_keys, set_path
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,12 @@ def resolve(raw: dict) -> dict:
 
 def axis_settings(key: str, value) -> list[tuple[str, object]]:
     """A grid axis is a config key (value = its value) or a variant name (value = {name, key: value, …})."""
-    if key in leaf_keys():
+    if key in leaf_keys(Config):
         return [(key, value)]
     if not isinstance(value, dict) or "name" not in value:
         raise ConfigError(f"family.grid.{key}: not a config key, so its values must be mappings "
                           "{name: …, <dotted key>: value, …}")
-    bad = [k for k in value if k != "name" and k not in leaf_keys()]
+    bad = [k for k in value if k != "name" and k not in leaf_keys(Config)]
     if bad:
         raise ConfigError(f"family.grid.{key}.{bad[0]}: unknown key")
     return [(k, v) for k, v in value.items() if k != "name"]

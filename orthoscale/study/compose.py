@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .cells import Cell, expand, resolve
-from .config import Config, ConfigError, allowed_under, get_path, leaf_keys, validate
+from .config import Config, ConfigError, validate
+from .typed import get_path, keys_under, leaf_keys
 from .locations import PROJECT
 
 CONF = Path(os.environ.get("ORTHOSCALE_CONF", PROJECT / "conf"))
@@ -41,7 +42,7 @@ def _explain(err: Exception, overrides: list[str]) -> ConfigError:
             return ConfigError(f"{key}={value!r}: must be one of {', '.join(_options(key))}")
         if f"'{key}'" in text or f"full_key: {key}" in text:
             parent = key.rsplit(".", 1)[0]
-            return ConfigError(f"{key}: unknown key; allowed under {parent}: {allowed_under(parent)}")
+            return ConfigError(f"{key}: unknown key; allowed under {parent}: {keys_under(Config, parent)}")
     return ConfigError(text.strip().splitlines()[0])
 
 
@@ -86,7 +87,7 @@ def plan(args: list[str], multirun: bool = False, grid: bool = True) -> list[tup
                 axes.setdefault(ov.key_or_group, [get_path(resolve(raw), ov.key_or_group)])
         raw["family"]["grid"] = {**raw["family"]["grid"], **axes}
         for key in axes:
-            if key not in leaf_keys():
+            if key not in leaf_keys(Config):
                 raise ConfigError(f"{key}: unknown key; a grid axis must be a config key such as model.depth")
         cells = expand(raw)
         out.append((validate(cells[0].config), overrides, cells))

@@ -1,26 +1,21 @@
 """The typed schema of a study's configuration, mirrored 1:1 by the groups in ``conf/``, and its validation.
 
 Every key has one type, one default and its allowed values here; :func:`validate` turns a plain dict
-(Hydra's composed config) into a :class:`Config` or raises :class:`ConfigError` with one line naming
-the key, the value and what is allowed. Nothing runs before it passes.
+(Hydra's composed config) into a :class:`Config` (by typed.build) or raises :class:`ConfigError` with one line
+naming the key, the value and what is allowed, then checks the rules across keys. Nothing runs before it passes.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import specs
 from ..architecture import ACTIVATION_NAMES, FREE_LAYERS, ORIENTATIONS, Architecture
-from ..checks import bounded, declared, violation
+from ..checks import bounded, declared
 from ..specs import InitSpec, Optimizer, StopRules, TeacherSpec
-
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed; str() is one line that names the key."""
+from .typed import ConfigError, build, variant, variants
 
 
 def choice(default: str, allowed) -> Any:
@@ -198,137 +193,6 @@ def widths(cfg: Config, input_dim: int | None = None) -> tuple[int, ...]:
     return (d0,) + (m.width,) * (m.depth - 1) + (dn,)
 
 
-def _fmt(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _check_value(key: str, value, tp, meta: dict):
-    """Coerce/check one leaf value against its annotation and metadata."""
-    optional = False
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional, tp = True, args[0]
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}=null: a value is required")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={_fmt(value)}: must be true or false")
-    elif tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{key}={_fmt(value)}: must be an integer")
-        value = int(value)
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{key}={_fmt(value)}: must be a finite number")
-        value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={_fmt(value)}: must be a string")
-    elif tp is dict and not isinstance(value, dict):
-        raise ConfigError(f"{key}={_fmt(value)}: must be a mapping")
-    wrong = violation(meta, value)
-    if wrong:
-        raise ConfigError(f"{key}={_fmt(value)}: {wrong}")
-    return value
-
-
-def variants(tp) -> tuple:
-    """The dataclasses of a field typed as one dataclass or a union of them (chosen by their ``kind``)."""
-    args = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
-    return tuple(a for a in args if dataclasses.is_dataclass(a))
-
-
-def _variant(options: tuple, raw, prefix: str):
-    """The dataclass of ``options`` whose ``kind`` default is raw["kind"] (the first one without a kind)."""
-    if len(options) == 1 or not isinstance(raw, dict):
-        return options[0]
-    kinds = {cls.__dataclass_fields__["kind"].default: cls for cls in options}
-    kind = raw.get("kind", next(iter(kinds)))
-    if kind not in kinds:
-        raise ConfigError(f"{prefix}kind={_fmt(kind)}: must be one of {', '.join(kinds)}")
-    return kinds[kind]
-
-
-def _build(cls, raw: dict, prefix: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}={_fmt(raw)}: must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            group = f" of {prefix}kind={_fmt(raw['kind'])} (the group {prefix.rstrip('.')}={raw['kind']})" \
-                if "kind" in names else ""
-            raise ConfigError(f"{prefix}{key}: unknown key{group}; allowed: {', '.join(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        tp, key = hints[f.name], f"{prefix}{f.name}"
-        if variants(tp):
-            kwargs[f.name] = _build(_variant(variants(tp), raw[f.name], key + "."), raw[f.name], key + ".")
-        else:
-            kwargs[f.name] = _check_value(key, raw[f.name], tp, dict(f.metadata))
-    return cls(**kwargs)
-
-
-def leaf_keys(cls=Config, prefix: str = "") -> dict[str, tuple]:
-    """Every dotted leaf key → (type, default, metadata): the reference of README's key table. A key of
-    several variants of a group (data=teacher | mnist) is listed once, as its first variant declares it."""
-    out, hints = {}, typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if variants(tp):
-            for variant in variants(tp):
-                for key, spec in leaf_keys(variant, f"{prefix}{f.name}.").items():
-                    out.setdefault(key, spec)
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            out[f"{prefix}{f.name}"] = (tp, default, dict(f.metadata))
-    return out
-
-
-def allowed_under(parent: str) -> str:
-    """The keys under ``parent`` for an error message; per variant for a group of variants (data)."""
-    hints = typing.get_type_hints(Config)
-    options = variants(hints[parent]) if parent in hints else ()
-    if len(options) > 1:
-        return "; ".join(f"{parent}={v.__dataclass_fields__['kind'].default}: "
-                         f"{', '.join(f.name for f in dataclasses.fields(v))}" for v in options)
-    return ", ".join(sorted({k[len(parent) + 1:].split(".")[0] for k in leaf_keys() if k.startswith(parent + ".")}))
-
-
-def get_path(raw: dict, key: str):
-    node = raw
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def set_path(raw: dict, key: str, value) -> dict:
-    """A deep copy of ``raw`` with the dotted ``key`` set to ``value``."""
-    import copy
-
-    out = copy.deepcopy(raw)
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
-
-
-def replace_path(cfg, key: str, value, prefix: str = ""):
-    """A copy of the frozen config ``cfg`` with the dotted ``key`` set to ``value`` (checked against its bounds)."""
-    head, _, rest = key.partition(".")
-    if not rest:
-        field_ = next(f for f in dataclasses.fields(cfg) if f.name == head)
-        checked = _check_value(prefix + key, value, typing.get_type_hints(type(cfg))[head], dict(field_.metadata))
-        return dataclasses.replace(cfg, **{head: checked})
-    return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value, f"{prefix}{head}.")})
-
-
 def check_rules(cfg: Config) -> None:
     """Rules across keys (shapes, ranges that depend on each other)."""
     s, d, m = cfg.search, cfg.data, cfg.model
@@ -370,7 +234,7 @@ def upgrade(raw: dict) -> dict:
     carry both groups' data keys; the keys the chosen group does not declare are dropped."""
     if not isinstance(raw.get("data"), dict):
         return raw
-    cls = _variant(variants(typing.get_type_hints(Config)["data"]), raw["data"], "data.")
+    cls = variant(variants(typing.get_type_hints(Config)["data"]), raw["data"], "data.")
     names = {f.name for f in dataclasses.fields(cls)}
     return {**raw, "data": {k: v for k, v in raw["data"].items() if k in names}}
 
@@ -417,7 +281,7 @@ def check_search_key(cfg: Config) -> None:
 
 def validate(raw: dict) -> Config:
     """Plain dict → Config, or ConfigError naming the first bad key."""
-    cfg = _build(Config, raw, "")
+    cfg = build(Config, raw, "")
     check_rules(cfg)
     return cfg
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from .config import Config, leaf_keys, variants
+from .config import Config
+from .typed import leaf_keys, variants
 
 
 def markdown_table() -> str:

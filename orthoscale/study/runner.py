@@ -22,7 +22,8 @@ from ray.tune.experiment import trial as trial_module
 
 from .capacity import UNCAPPED, Capacity
 from .cells import Cell
-from .config import RayCfg, set_path, step_size
+from .config import RayCfg, step_size
+from .typed import set_path
 from .pack import PACK, PackSearch, members
 from .search import CellPruner
 from .store import Encoded, ResultStore
@@ -37,7 +38,7 @@ def make_trainable(threads: int):
         the object store by ``tune.with_parameters``). Its modules load on its first call, not when Ray starts its
         actor: an actor then starts in about a second, so a new worker is ready while the first trials run."""
         from orthoscale import mnist
-        from orthoscale.study.config import replace_path
+        from orthoscale.study.typed import replace_path
         from orthoscale.study.pack import members, run_pack
         from orthoscale.study.trial import run_trial
 

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from orthoscale import sweep
 from orthoscale.study.compose import CONF
-from orthoscale.study.config import leaf_keys
+from orthoscale.study.config import Config
+from orthoscale.study.typed import leaf_keys
 
-KEYS = {k: meta for k, (_, _, meta) in leaf_keys().items()}
+KEYS = {k: meta for k, (_, _, meta) in leaf_keys(Config).items()}
 GROUPS = {p.name: sorted(x.stem for x in p.glob("*.yaml")) for p in CONF.iterdir() if p.is_dir()}
 
 

@@ -11,7 +11,8 @@ import pytest
 from orthoscale import basin
 from orthoscale.study import paper
 from orthoscale.study.compose import plan
-from orthoscale.study.config import ConfigError, replace_path
+from orthoscale.study.config import ConfigError
+from orthoscale.study.typed import replace_path
 from orthoscale.study.driver import StudyResult
 from orthoscale.study.report import write
 from orthoscale.study.results import TrialResult

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from orthoscale.study.cells import Cell, expand
-from orthoscale.study.config import Config, ConfigError, get_path, set_path, to_dict
+from orthoscale.study.config import Config, ConfigError, to_dict
+from orthoscale.study.typed import get_path, set_path
 
 DEFAULTS = to_dict(Config())
 

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from orthoscale import stiefel
-from orthoscale.study.config import (TRACKING_SCHEMES, Config, ConfigError, MnistData, TeacherData, get_path,
-                                     leaf_keys, set_path, to_dict, upgrade, validate, widths)
+from orthoscale.study.config import (TRACKING_SCHEMES, Config, ConfigError, MnistData, TeacherData, to_dict, upgrade,
+                                     validate, widths)
+from orthoscale.study.typed import get_path, leaf_keys, set_path
 from orthoscale.study.keytable import markdown_table
 
 DEFAULTS = to_dict(Config())
@@ -151,7 +152,7 @@ def test_widths_follow_depth_width_and_the_data():
 
 
 def test_leaf_keys_cover_every_field_with_its_default():
-    keys = leaf_keys()
+    keys = leaf_keys(Config)
     for key, (_, value, _) in keys.items():
         node = Config(data=MnistData()) if key.split(".")[-1] in ("targets", "whiten", "whiten_eps", "root") \
             else Config()
@@ -164,7 +165,7 @@ def test_leaf_keys_cover_every_field_with_its_default():
 
 def test_markdown_table_has_one_row_per_leaf_key_with_its_allowed_values():
     rows = markdown_table().splitlines()
-    keys = leaf_keys()
+    keys = leaf_keys(Config)
     shown = [re.match(r"\| `([^`]+)`", r)[1] for r in rows[2:]]
     assert list(dict.fromkeys(shown)) == list(keys)  # every key; keys the data groups declare apart, once each
     assert shown.count("data.samples") == 2 and shown.count("data.condition") == 1

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orthoscale.study.compose import plan
-from orthoscale.study.config import Config, MnistData, TeacherData, leaf_keys, to_dict
+from orthoscale.study.config import Config, MnistData, TeacherData, to_dict
+from orthoscale.study.typed import leaf_keys
 from orthoscale.study.keytable import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def test_conf_defaults_equal_schema_defaults(group, data, model):
     composed = cells[0].config
     schema = to_dict(replace(Config(), data=data, model=cells[0].cfg.model))
     assert set(composed["data"]) == set(schema["data"])
-    for key in leaf_keys():
+    for key in leaf_keys(Config):
         if key.startswith("family.") or (key.startswith("data.") and key.split(".")[1] not in schema["data"]):
             continue
         node_c, node_s = composed, schema
