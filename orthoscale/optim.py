@@ -81,6 +81,11 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
             ws.vouch("orthogonal", X)
         return X
     X = to_tall(F.chunks.sandwich(A, scratch), arch)
+    if float(torch.linalg.matrix_norm(A - torch.eye(A.shape[-1], dtype=A.dtype, device=A.device))) <= 1:
+        # σ(C_j A C_{j−1}ᵀ)² = σ(AᵀA) = σ(I − S²) ⊂ [1, 2] for ‖S‖_F ≤ 1: CholeskyQR; Q in the other iterate
+        # buffer (the Gram product first), R in the sandwich's first scratch (free again)
+        bufs = (to_tall(ws.other(("next", n), B), arch), scratch[0][:X.shape[0]]) if ws else None
+        return to_tall(stiefel.qr_q_near_orthonormal(X, out=bufs), arch)
     bufs = None
     if ws:  # Q in the other iterate buffer, R in the sandwich's first scratch (free again), both column-major
         R = scratch[0].view(-1)[:X.numel()].view(X.shape)

@@ -99,6 +99,27 @@ def test_qr_q_has_positive_diagonal_r(gen):
     assert float(stiefel.orthonormality_error(Q).max()) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("batch,n,p", SHAPES)
+def test_cholesky_qr_matches_householder_near_the_manifold(batch, n, p, dtype, gen):
+    """W + ξ with ‖ξ‖_F ≤ 1: CholeskyQR gives qr_q's Q (diag(R) > 0) to rounding, as orthonormal."""
+    for scale in (1e-3, 1.0):
+        W, xi = point_and_tangent(batch, n, p, gen(15), dtype, scale)
+        Q = stiefel.qr_q_near_orthonormal(W + xi)
+        assert float((Q - stiefel.qr_q(W + xi)).abs().max()) <= 50 * ORTHO_TOL[dtype]
+        assert float(stiefel.orthonormality_error(Q).max()) <= ORTHO_TOL[dtype]
+        R = Q.mT @ (W + xi)
+        assert bool((torch.diagonal(R, dim1=-2, dim2=-1) > 0).all())
+
+
+def test_cholesky_qr_falls_back_where_the_factorisation_fails(gen):
+    """A rank-deficient matrix in the stack (its Gram matrix is not positive definite): the whole stack takes
+    Householder's QR, the same Q as qr_q."""
+    A = stiefel.random_point(6, 4, 3, generator=gen(16))
+    A[1, :, 2] = 0
+    assert torch.equal(stiefel.qr_q_near_orthonormal(A), stiefel.qr_q(A))
+
+
 # ---------------------------------------------------------------- retractions
 
 @pytest.mark.parametrize("method", stiefel.RETRACTIONS)
