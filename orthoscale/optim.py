@@ -65,8 +65,9 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
                   ws: Workspace | None) -> torch.Tensor:
     """Block ``n`` (B, in its frame F) retracted from W_i + ξ_i = C_j A C_{j−1}ᵀ: polar, C_j polar(A) C_{j−1}ᵀ
     (by carry.polar_step where carry.applies: the result carries its frame to the next step);
-    qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed). With ``ws`` the
-    temporaries and the result are its buffers (the QR's column-major, as LAPACK writes them in place)."""
+    qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed), by CholeskyQR while
+    ‖A − I‖_F ≤ 1 (stiefel.qr_q_near_orthonormal), else Householder. With ``ws`` the temporaries and the
+    result are its buffers (Householder's column-major, as LAPACK writes them in place)."""
     if retraction == "polar" and carry.applies(F.chunks):  # the result carries its frame to the next step
         X = carry.polar_step(F.chunks, F.age, A, ws=ws, name=("carry", n),
                              out=ws.other(("next", n), B) if ws else None)
