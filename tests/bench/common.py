@@ -168,7 +168,8 @@ class Quiet:
 
 class Timing(tuple):
     """(seconds, reps, clean, faults): the median time, how many timed repeats, False if other processes
-    competed, and minor page faults per call (memory the allocator had to get fresh from the kernel)."""
+    competed, and the median of the minor page faults per call (memory the allocator had to get fresh from
+    the kernel, in the steady state: the heap's growth in the first calls of a new size is not counted)."""
 
     def __new__(cls, seconds: float, reps: int, clean: bool, faults: float):
         return super().__new__(cls, (seconds, reps, clean, faults))
@@ -213,18 +214,20 @@ def median_time(fn: Callable[[], object], *, setup: Callable[[], object] | None 
     for _ in range(Quiet.tries):
         Quiet.wait()
         probe = CpuLoad()
-        faults0 = _minor_faults()
         times: list[float] = []
+        counts: list[int] = []
         spent = 0.0
         while len(times) < min_reps or (spent < budget_s and len(times) < max_reps):
             if setup is not None:
                 setup()
+            faults0 = _minor_faults()
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
+            counts.append(_minor_faults() - faults0)
             times.append(dt)
             spent += dt
-        faults = (_minor_faults() - faults0) / len(times)
+        faults = statistics.median(counts)
         if probe.others() < Quiet.DIRTY_CORES:
             return Timing(statistics.median(times), len(times), True, faults)
     Quiet.flagged += 1
