@@ -124,12 +124,14 @@ class Chain:
         """G_i = S_iᵀ K T_iᵀ layer by layer for a block of k ≤ 2, without the factors that are the identity
         (T_i of its first layer with nothing below, S_i of its last with nothing above): at N = 2 the
         gradient of W_2 is K itself, not I·K·I (two d³ products in a step of a few)."""
-        S, T, k = self.S(b), self.T(b), self.inner[b].shape[0]
+        k = self.inner[b].shape[0]
+        S = None if k == 1 and self.above[b] is None else self.S(b)  # formed only where a layer needs it
+        T = None if k == 1 and self.below[b] is None else self.T(b)
         grads = []
         for i in range(k):
             G = K if i == k - 1 and self.above[b] is None else S[i].mT @ K
             grads.append(G if i == 0 and self.below[b] is None else G @ T[i].mT)
-        return torch.stack(grads)
+        return grads[0][None] if k == 1 else torch.stack(grads)
 
 
 def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
