@@ -65,8 +65,8 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
                   ws: Workspace | None) -> torch.Tensor:
     """Block ``n`` (B, in its frame F) retracted from W_i + ξ_i = C_j A C_{j−1}ᵀ: polar, C_j polar(A) C_{j−1}ᵀ
     (by carry.polar_step where carry.applies: the result carries its frame to the next step);
-    qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed), by CholeskyQR while
-    ‖A − I‖_F ≤ 1 (stiefel.qr_q_near_orthonormal), else Householder. With ``ws`` the temporaries and the
+    qr, qr(C_j A C_{j−1}ᵀ) (neither the gradient nor its projection is formed), by CholeskyQR near the
+    manifold (stiefel.near_manifold(A − I)), else Householder. With ``ws`` the temporaries and the
     result are its buffers (Householder's column-major, as LAPACK writes them in place)."""
     if retraction == "polar" and carry.applies(F.chunks):  # the result carries its frame to the next step
         X = carry.polar_step(F.chunks, F.age, A, ws=ws, name=("carry", n),
@@ -82,9 +82,9 @@ def framed_update(F: Frame, A: torch.Tensor, B: torch.Tensor, n: int, retraction
             ws.vouch("orthogonal", X)
         return X
     X = to_tall(F.chunks.sandwich(A, scratch), arch)
-    if float(torch.linalg.matrix_norm(A - torch.eye(A.shape[-1], dtype=A.dtype, device=A.device))) <= 1:
-        # σ(C_j A C_{j−1}ᵀ)² = σ(AᵀA) = σ(I − S²) ⊂ [1, 2] for ‖S‖_F ≤ 1: CholeskyQR; Q in the other iterate
-        # buffer (the Gram product first), R in the sandwich's first scratch (free again)
+    if stiefel.near_manifold(A - torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)):
+        # every layer's step C_j S C_{j−1}ᵀ has ‖S‖_F: CholeskyQR; Q in the other iterate buffer (the Gram
+        # product first), R in the sandwich's first scratch (free again)
         bufs = (to_tall(ws.other(("next", n), B), arch), scratch[0][:X.shape[0]]) if ws else None
         return to_tall(stiefel.qr_q_near_orthonormal(X, out=bufs), arch)
     bufs = None

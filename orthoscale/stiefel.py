@@ -66,11 +66,21 @@ def qr_q(A: torch.Tensor, *, out: tuple[torch.Tensor, torch.Tensor] | None = Non
     return Q.mul_(signs.unsqueeze(-2))
 
 
+NEAR_STEP = 1.0  # ‖ξ‖_F up to which W + ξ counts as near the manifold: κ(W + ξ)² ≤ 1 + ‖ξ‖_F² ≤ 2
+
+
+def near_manifold(xi: torch.Tensor) -> bool:
+    """Whether every W + ξ of a stack is near the manifold (‖ξ‖_F ≤ NEAR_STEP, ξ (..., n, p) tangent at W):
+    where :func:`qr_q_near_orthonormal` is as accurate as Householder's QR."""
+    return bool((torch.linalg.matrix_norm(xi) <= NEAR_STEP).all())
+
+
 def qr_q_near_orthonormal(A: torch.Tensor, *, out: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """:func:`qr_q` of A (..., n, p) with σ(A) ⊂ [1, √2] (W + ξ, W on St(n, p), ξ tangent with ‖ξ‖_F ≤ 1:
-    AᵀA = I + ξᵀξ), by CholeskyQR: R = chol(AᵀA)ᵀ (diag(R) > 0), Q = A R⁻¹. A Gram product, a p×p Cholesky
-    factorisation and a triangular solve, BLAS-3 throughout, instead of Householder reflections (half of them
-    BLAS-2): 1.5–2.5× faster at p = 128–512 here, and as orthonormal, ‖QᵀQ − I‖ ≲ eps·κ(A)²·p with κ² ≤ 2.
+    """:func:`qr_q` of A (..., n, p) with σ(A) ⊂ [1, √2] (W + ξ, W on St(n, p), ξ tangent and
+    :func:`near_manifold`: AᵀA = I + ξᵀξ), by CholeskyQR: R = chol(AᵀA)ᵀ (diag(R) > 0), Q = A R⁻¹. A Gram
+    product, a p×p Cholesky factorisation and a triangular solve, BLAS-3 throughout, instead of Householder
+    reflections (half of them BLAS-2): 1.5–2.5× faster at p = 128–512 here, and as orthonormal,
+    ‖QᵀQ − I‖ ≲ eps·κ(A)²·p with κ² ≤ 2.
     ``out``: buffers (Q, R) shaped like A and like AᵀA (the Gram product goes into Q's first). The caller
     vouches for the spectrum; should a factorisation still fail in rounding, the whole stack takes :func:`qr_q`.
     The factor is taken as the lower one of the (symmetric) Gram product's transpose, written column-major
@@ -198,9 +208,8 @@ def retract(W: torch.Tensor, xi: torch.Tensor, method: str = "polar") -> torch.T
         return polar_newton_schulz(W + xi, tangent_scale(xi))
     if method == "polar_svd":
         return polar_svd(W + xi)
-    if method == "qr":  # σ(W + ξ)² = 1 + σ(ξ)²: CholeskyQR is as accurate while ‖ξ‖_F ≤ 1
-        near = bool((torch.linalg.matrix_norm(xi) <= 1).all())
-        return qr_q_near_orthonormal(W + xi) if near else qr_q(W + xi)
+    if method == "qr":
+        return qr_q_near_orthonormal(W + xi) if near_manifold(xi) else qr_q(W + xi)
     if method == "cayley":
         return cayley(W, xi)
     raise ValueError(f"retraction={method!r} is not one of {', '.join(RETRACTIONS)}")

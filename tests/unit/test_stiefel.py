@@ -112,6 +112,17 @@ def test_cholesky_qr_matches_householder_near_the_manifold(batch, n, p, dtype, g
         assert bool((torch.diagonal(R, dim1=-2, dim2=-1) > 0).all())
 
 
+def test_near_manifold_bounds_the_condition_number(gen):
+    """near_manifold(ξ) holds exactly while ‖ξ‖_F ≤ NEAR_STEP for every matrix of the stack, and then
+    κ(W + ξ)² ≤ 2, the bound CholeskyQR's accuracy rests on."""
+    W, xi = point_and_tangent((4,), 9, 5, gen(17), F64, 1.0)
+    s = torch.linalg.svdvals(W + 0.999 * xi)
+    assert stiefel.near_manifold(0.999 * xi) and float((s[..., 0] / s[..., -1]).max()) ** 2 <= 2
+    far = xi.clone()
+    far[2] *= 1.01
+    assert not stiefel.near_manifold(far)
+
+
 def test_cholesky_qr_falls_back_where_the_factorisation_fails(gen):
     """A rank-deficient matrix in the stack (its Gram matrix is not positive definite): the whole stack takes
     Householder's QR, the same Q as qr_q."""
