@@ -56,8 +56,14 @@ def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | N
     D = P - mom.p_star
     Gp = D if mom.sxx is None else D @ mom.sxx
     excess = 0.5 * torch.dot(D.reshape(-1), Gp.reshape(-1))  # ½ tr(D Σ_xx Dᵀ), no temporary
-    grads, frames = [(chain.top.mT @ Gp)[None]], [None]
-    if len(blocks) > 1:
+    G1 = chain.top.mT @ Gp
+    grads, frames = [G1[None]], [None]
+    if len(blocks) == 2 and chain.frames[0] is not None:
+        # one framed block, whose C_k is the top: M = C_kᵀ (Gp W1ᵀ) = G1 W1ᵀ, one d³ product fewer
+        frame = chain.frames[0]
+        grads.append(None)
+        frames.append(Frame(frame.prefixes, G1 @ W1.mT, frame.age))
+    elif len(blocks) > 1:
         K = Gp @ W1.mT
         for b in range(len(blocks) - 1):
             G, F = chain.gradient(b, K)

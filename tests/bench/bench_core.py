@@ -47,10 +47,10 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     """Matmul flops one fast-path RGD step needs, counted from the algorithm, not from the implementation.
 
     Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N.
-    Both forms: P = top·W1, G1 = topᵀ·Gp, K = Gp·W1ᵀ and the Gram W1·W1ᵀ of s²        8d²d0 [+ 2d·d0² if Σxx ≠ I]
+    Both forms: P = top·W1, G1 = topᵀ·Gp, the Gram W1·W1ᵀ of s², and K = Gp·W1ᵀ (k ≤ 2) or
+      M = C_kᵀ·Gp·W1ᵀ = G1·W1ᵀ (k > 2, top = C_k)                                     8d²d0 [+ 2d·d0² if Σxx ≠ I]
     k > 2 (the run is framed, network.Frame, and carries its frame from step to step, carry.py; the mean
-    step of a cycle of carry.REORTHO steps, the frame at hand, no prefix scan):
-      M = C_kᵀ·K                                                                        1       d³-products
+    step of a cycle of carry.REORTHO steps, the frame at hand, no prefix scan):       d³-products
       R = polar(I − (μ/s²) skew M) by Newton–Schulz, n_frame iterations on one d×d      2 n_frame
       narrow (d < scan.WIDE): the frame times the d×d Schur basis, the layers C'_j C'_{j−1}ᵀ   1 + k + (k − 1)
       wide: powers Rʲ by doubling (k − 1, one Newton–Schulz step on R and on each of the
@@ -66,7 +66,7 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     k = N - 1
     if k > 2:
         frame = 1 + k if d < scan.WIDE else 2 * math.ceil(math.log2(k)) + (k - 1) + k
-        cubes = 1 + 2 * n_frame + frame + (k - 1) + 2 * k / carry.REORTHO
+        cubes = 2 * n_frame + frame + (k - 1) + 2 * k / carry.REORTHO
     else:
         cubes = 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
     return int(2 * d ** 3 * cubes) + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
