@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (DTYPES, CpuLoad, GeooptRGD, Timing, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
-from orthoscale import carry, init, losses, optim, scan, stiefel
+from orthoscale import carry, init, losses, optim, scan, spectral, stiefel
 from orthoscale.network import Architecture, layers
 from orthoscale.workspace import Workspace
 
@@ -178,7 +178,7 @@ def main() -> None:
                 gfs = flops / t_fast
                 rows.append(dict(dtype=name, N=N, d=d, gen=t_gen / t_fast, geo=t_geo / t_fast,
                                  geo1k=t_geo1k / t_fast1k, geo1k_qr=t_geo1k / tm_qr.seconds, peak=gfs / peaks[name],
-                                 redundant=executed / flops, faults=tm_fast.faults))
+                                 redundant=executed / flops, faults=tm_fast.faults, n_it=n_it, ms=1e3 * t_fast))
                 print(line((name + ("" if clean else "*"), N, d, fmt_ms(t_fast), n_it, f"{tm_fast.faults:.0f}",
                             fmt_ms(t_gen),
                             fmt_ratio(t_gen / t_fast), fmt_ms(t_geo), fmt_ratio(t_geo / t_fast), fmt_ms(t_geo1k),
@@ -217,6 +217,11 @@ def main() -> None:
     summary(rows, "0 page faults per fast step for d ≥ 128", lambda r: r["d"] >= 128, "faults", 0, below=True)
     print(f"grid time {time.perf_counter() - start:.0f} s")
 
+    print("\nthe N = 2 rows' floor: the step's own kernels, each timed alone (median), against the time that 50 % of")
+    print("the matmul peak allows for its useful flops (n = the row's NS it):")
+    for row in (r for r in rows if r["N"] == 2 and r["d"] >= 128):
+        kernels_alone(row, DTYPES[row["dtype"]], peaks[row["dtype"]], budget, min_reps)
+
     d, N = 128, max(Ns)
     prob = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=torch.float64)
     arch = Architecture((D0,) + (d,) * N)
@@ -224,6 +229,27 @@ def main() -> None:
     breakdown(arch, prob, init.random_blocks(arch, generator=g, dtype=torch.float64), LR, budget=budget,
               min_reps=min_reps, profile=args.profile)
     footer_load(load)
+
+
+def kernels_alone(row: dict, dtype: torch.dtype, peak: float, budget: float, min_reps: int) -> None:
+    """One line: the kernels an N = 2 step cannot do without, timed alone at its shapes (no other work between
+    them): the four d×d0 products of useful_flops, λ_max of the d×d Gram matrix (optim.balance's
+    spectral.lambda_max) and the step's d³ products (projection and Newton–Schulz, 2 + 2n), against the time
+    the row's useful flops take at 50 % of ``peak``."""
+    d, n_it = row["d"], row["n_it"]
+    g = torch.Generator().manual_seed(1)
+    top, W1 = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((d, d), (d, D0)))
+    gram = W1 @ W1.mT
+    parts = {"4 d×d0 products": (lambda: (top @ W1, top.mT @ W1, W1 @ W1.mT, W1 @ W1.mT), 1),
+             "λ_max": (lambda: spectral.lambda_max(gram), 1),
+             f"{2 + 2 * n_it:g} d³ products": (lambda: top @ top, 2 + 2 * n_it)}
+    ms = {name: 1e3 * times * median_time(fn, min_reps=min_reps, budget_s=budget / 3).seconds
+          for name, (fn, times) in parts.items()}
+    allowed = 1e3 * useful_flops(2, d, D0, n_it, 0, False) / (0.5 * peak)
+    total = sum(ms.values())
+    print(f"  {row['dtype']} d={d}: 50 % allows {allowed:.2f} ms; alone: "
+          + ", ".join(f"{name} {v:.2f}" for name, v in ms.items())
+          + f" = {total:.2f} ms ({100 * total / allowed:.0f} % of it; the row's step: {row['ms']:.2f} ms)", flush=True)
 
 
 def per_step(t: Timing) -> Timing:
