@@ -170,12 +170,14 @@ def _wide_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     """:func:`polar_step` for a wide stack held in one chunk (C_j = L[j − 1], C_0 = I): Q = polar(A)
     (stiefel.polar_near_identity, as the scanned step takes it), its powers Qʲ (:func:`_powers`), the new
     frame C'_j = C_j Qʲ by one batched product (with a Newton–Schulz step as in :func:`polar_step`), the
-    layers C'_1 and C'_j C'_{j−1}ᵀ by one more."""
+    layers C'_1 and C'_j C'_{j−1}ᵀ by one more. A stack of one layer takes Q itself (no power to carry
+    rounding into), as the per-layer polar retraction would."""
     L = chunks.L
     k, d = L.shape[0], L.shape[-1]
     get = lambda key: torch.empty((k, d, d), dtype=L.dtype, device=L.device) if ws is None else \
         ws.buffer((name, key), (k, d, d), L)
-    powers = _powers(stiefel.polar_near_identity(A), get("powers"))
+    Q = stiefel.polar_near_identity(A)
+    powers = Q[None] if k == 1 else _powers(Q, get("powers"))  # one layer: Q as a per-layer retraction leaves it
     new = get(0) if ws is None or get(0).data_ptr() != L.data_ptr() else get(1)
     reortho = age is None or age + 1 >= REORTHO
     E = get("tmp") if reortho else new

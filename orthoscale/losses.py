@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,14 @@ class Evaluation:
     loss: torch.Tensor             # L (scalar)
     excess: torch.Tensor           # L − L*, L* = the linear least-squares minimum for the squared loss, else 0
     block_grads: list[torch.Tensor | None]  # one per block, shaped like it; None where ``frames`` holds it
-    product: torch.Tensor | None   # W_N···W_1 for linear networks
+    end_to_end: torch.Tensor | Callable[[], torch.Tensor] | None  # W_N···W_1 (linear networks), or what forms it
     frames: list[Frame | None] | None = None  # per block: its gradient C_j M C_{j−1}ᵀ in the block's frame
+
+    @functools.cached_property
+    def product(self) -> torch.Tensor | None:
+        """P = W_N···W_1 for linear networks (formed on first use where the gradients did not need it)."""
+        P = self.end_to_end
+        return P() if callable(P) else P
 
     def _pairs(self):
         return zip(self.block_grads, self.frames or [None] * len(self.block_grads))
@@ -48,18 +55,27 @@ class Evaluation:
 
 
 def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | None = None) -> Evaluation:
-    """Squared loss and its gradients from the second moments (linear networks only); frames in ``ws``."""
+    """Squared loss and its gradients from the second moments (linear networks only); frames in ``ws``.
+
+    Where W_2 … W_N are one framed block (orthogonal square: its C_k is the top T, TᵀT = I) and Σ_xx = I,
+    G_1 = Tᵀ(T W_1 − P*) = W_1 − TᵀP* and L − L* = ½‖T G_1‖² = ½‖G_1‖²: one d×d_0 product, not
+    two, and P = T W_1 is formed only if asked for (:attr:`Evaluation.product`)."""
     mom = problem.moments
     chain = hidden_products(blocks, ws)
     W1 = blocks[0][0]
-    P = chain.top @ W1
-    D = P - mom.p_star
-    Gp = D if mom.sxx is None else D @ mom.sxx
-    excess = 0.5 * torch.dot(D.reshape(-1), Gp.reshape(-1))  # ½ tr(D Σ_xx Dᵀ), no temporary
-    G1 = chain.top.mT @ Gp
+    framed = len(blocks) == 2 and chain.frames[0] is not None
+    if framed and mom.sxx is None:
+        top = chain.top.clone()  # the frame's buffers are the next step's: P may be asked for after it
+        G1 = torch.sub(W1, top.mT @ mom.p_star)
+        excess, P = 0.5 * torch.dot(G1.reshape(-1), G1.reshape(-1)), lambda: top @ W1
+    else:
+        P = chain.top @ W1
+        D = P - mom.p_star
+        Gp = D if mom.sxx is None else D @ mom.sxx
+        excess = 0.5 * torch.dot(D.reshape(-1), Gp.reshape(-1))  # ½ tr(D Σ_xx Dᵀ), no temporary
+        G1 = chain.top.mT @ Gp
     grads, frames = [G1[None]], [None]
-    if len(blocks) == 2 and chain.frames[0] is not None:
-        # one framed block, whose C_k is the top: M = C_kᵀ (Gp W1ᵀ) = G1 W1ᵀ, one d³ product fewer
+    if framed:  # M = C_kᵀ (Gp W1ᵀ) = G1 W1ᵀ: neither K nor the d³ product C_kᵀK
         frame = chain.frames[0]
         grads.append(None)
         frames.append(Frame(frame.prefixes, G1 @ W1.mT, frame.age))

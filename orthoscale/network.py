@@ -176,12 +176,14 @@ def _frame(B: torch.Tensor, b: int, ws: Workspace | None) -> Frame | None:
 
 
 def _orthogonal_square(B: torch.Tensor, ws: Workspace | None = None) -> bool:
-    """k > 2 square layers, each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤ 16·eps·d for
-    PROBES fixed generic unit vectors v (directions that no such matrix singles out); one (kd × d)·(d × PROBES)
-    product, O(k d²), instead of k Gram matrices. No probe for a stack that ``ws`` vouches for as
-    "orthogonal", untouched since: one that passed the probe before, or a framed polar update (optim.step)."""
+    """k > 2 square layers (any k from scan.WIDE on: there the frame of one or two layers costs no product
+    that the chain does not form anyway), each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤
+    16·eps·d for PROBES fixed generic unit vectors v (directions that no such matrix singles out); one
+    (kd × d)·(d × PROBES) product, O(k d²), instead of k Gram matrices. No probe for a stack that ``ws``
+    vouches for as "orthogonal", untouched since: one that passed the probe before, or a framed polar update
+    (optim.step)."""
     k, d = B.shape[0], B.shape[-1]
-    if k <= 2 or B.shape[-2] != d:
+    if B.shape[-2] != d or (k <= 2 and d < scan.WIDE):
         return False
     if ws is not None and ws.vouches("orthogonal", B):
         return True

@@ -46,30 +46,34 @@ NOISE = 0.1
 def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool) -> int:
     """Matmul flops one fast-path RGD step needs, counted from the algorithm, not from the implementation.
 
-    Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N.
-    Both forms: P = top·W1, G1 = topᵀ·Gp, the Gram W1·W1ᵀ of s², and K = Gp·W1ᵀ (k ≤ 2) or
-      M = C_kᵀ·Gp·W1ᵀ = G1·W1ᵀ (k > 2, top = C_k)                                     8d²d0 [+ 2d·d0² if Σxx ≠ I]
-    k > 2 (the run is framed, network.Frame, and carries its frame from step to step, carry.py; the mean
-    step of a cycle of carry.REORTHO steps, the frame at hand, no prefix scan):       d³-products
+    Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N,
+    framed (network.Frame: k > 2, or any k from d = scan.WIDE on) or per layer.
+    Framed, Σxx = I (top T = C_k orthogonal, losses.squared_fast): TᵀP*, M = G1·W1ᵀ, the Gram W1·W1ᵀ of s²  6d²d0
+    else: P = top·W1, G1 = topᵀ·Gp, the Gram, K = Gp·W1ᵀ (per layer) or M = G1·W1ᵀ (framed)
+                                                                                  8d²d0 [+ 2d·d0² if Σxx ≠ I]
+    framed (the run carries its frame from step to step, carry.py; the mean step of a cycle of
+    carry.REORTHO steps, the frame at hand, no prefix scan):                           d³-products
       R = polar(I − (μ/s²) skew M) by Newton–Schulz, n_frame iterations on one d×d      2 n_frame
       narrow (d < scan.WIDE): the frame times the d×d Schur basis, the layers C'_j C'_{j−1}ᵀ   1 + k + (k − 1)
       wide: powers Rʲ by doubling (k − 1, one Newton–Schulz step on R and on each of the
         ⌈log₂k⌉ − 1 later multipliers), the frame C_j Rʲ, the layers C'_j C'_{j−1}ᵀ  2⌈log₂k⌉ + (k − 1) + k + (k − 1)
       one Newton–Schulz step on the frame every carry.REORTHO steps                       2k / REORTHO
-    k ≤ 2 (per layer): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k − 2 (T_1 = S_k = I
-      are not multiplied), projection 2k,
+    per layer (k ≤ 2, d < scan.WIDE): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k − 2
+      (T_1 = S_k = I are not multiplied), projection 2k,
       n Newton–Schulz iterations of the polar retraction 2nk (n measured at this iterate, ns_iterations).
     Elementwise work, norms, eigvalsh, the d×d Schur form and SVD are not counted, so GF/s under-reports the
     work slightly. What the implementation executes (the first step's scan; the check of orthogonality) is
     counted separately by torch.utils.flop_counter over a cycle: column 'exec/useful'.
     """
     k = N - 1
-    if k > 2:
+    framed = k > 2 or d >= scan.WIDE
+    if framed:
         frame = 1 + k if d < scan.WIDE else 2 * math.ceil(math.log2(k)) + (k - 1) + k
         cubes = 2 * n_frame + frame + (k - 1) + 2 * k / carry.REORTHO
     else:
         cubes = 2 * max(k - 1, 0) + (2 * k - 2) + 2 * k + 2 * n_it * k
-    return int(2 * d ** 3 * cubes) + 8 * d * d * d0 + (2 * d * d0 * d0 if sxx else 0)
+    moments = 8 * d * d * d0 + 2 * d * d0 * d0 if sxx else (6 if framed else 8) * d * d * d0
+    return int(2 * d ** 3 * cubes) + moments
 
 
 def main() -> None:
@@ -178,7 +182,8 @@ def main() -> None:
                 gfs = flops / t_fast
                 rows.append(dict(dtype=name, N=N, d=d, gen=t_gen / t_fast, geo=t_geo / t_fast,
                                  geo1k=t_geo1k / t_fast1k, geo1k_qr=t_geo1k / tm_qr.seconds, peak=gfs / peaks[name],
-                                 redundant=executed / flops, faults=tm_fast.faults, n_it=n_it, ms=1e3 * t_fast))
+                                 redundant=executed / flops, faults=tm_fast.faults, n_it=n_it, n_frame=n_frame,
+                                 ms=1e3 * t_fast))
                 print(line((name + ("" if clean else "*"), N, d, fmt_ms(t_fast), n_it, f"{tm_fast.faults:.0f}",
                             fmt_ms(t_gen),
                             fmt_ratio(t_gen / t_fast), fmt_ms(t_geo), fmt_ratio(t_geo / t_fast), fmt_ms(t_geo1k),
@@ -233,19 +238,24 @@ def main() -> None:
 
 def kernels_alone(row: dict, dtype: torch.dtype, peak: float, budget: float, min_reps: int) -> None:
     """One line: the kernels an N = 2 step cannot do without, timed alone at its shapes (no other work between
-    them): the four d×d0 products of useful_flops, λ_max of the d×d Gram matrix (optim.balance's
-    spectral.lambda_max) and the step's d³ products (projection and Newton–Schulz, 2 + 2n), against the time
-    the row's useful flops take at 50 % of ``peak``."""
-    d, n_it = row["d"], row["n_it"]
+    them), against the time the row's useful flops take at 50 % of ``peak``: its d×d0 products (useful_flops:
+    three framed, four per layer), λ_max of the d×d Gram matrix (optim.balance's spectral.lambda_max) and its
+    d³ products (framed: Newton–Schulz on the d×d polar factor, 2n, and the layer times it, 1; per layer:
+    projection, 2, and Newton–Schulz, 2n)."""
+    d = row["d"]
+    framed = d >= scan.WIDE
+    n = row["n_frame"] if framed else row["n_it"]
     g = torch.Generator().manual_seed(1)
     top, W1 = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((d, d), (d, D0)))
     gram = W1 @ W1.mT
-    parts = {"4 d×d0 products": (lambda: (top @ W1, top.mT @ W1, W1 @ W1.mT, W1 @ W1.mT), 1),
-             "λ_max": (lambda: spectral.lambda_max(gram), 1),
-             f"{2 + 2 * n_it:g} d³ products": (lambda: top @ top, 2 + 2 * n_it)}
+    products = (lambda: (top.mT @ W1, W1 @ W1.mT, W1 @ W1.mT)) if framed else \
+        (lambda: (top @ W1, top.mT @ W1, W1 @ W1.mT, W1 @ W1.mT))
+    cubes = 2 * n + (1 if framed else 2)
+    parts = {f"{3 if framed else 4} d×d0 products": (products, 1), "λ_max": (lambda: spectral.lambda_max(gram), 1),
+             f"{cubes:g} d³ products": (lambda: top @ top, cubes)}
     ms = {name: 1e3 * times * median_time(fn, min_reps=min_reps, budget_s=budget / 3).seconds
           for name, (fn, times) in parts.items()}
-    allowed = 1e3 * useful_flops(2, d, D0, n_it, 0, False) / (0.5 * peak)
+    allowed = 1e3 * useful_flops(2, d, D0, row["n_it"], row["n_frame"], False) / (0.5 * peak)
     total = sum(ms.values())
     print(f"  {row['dtype']} d={d}: 50 % allows {allowed:.2f} ms; alone: "
           + ", ".join(f"{name} {v:.2f}" for name, v in ms.items())

@@ -13,7 +13,8 @@ from tests import loop
 
 F64 = torch.float64
 EVEN = [(6,) * 31, (6,) * 101, (8,) * 9]  # whole frames (one chunk) and chunked ones (k > scan.SHORT)
-WIDE = [(64,) * 9, (64,) * 34, (130,) * 6]  # d ≥ scan.WIDE: carried by the chain of powers Qʲ
+WIDE = [(64,) * 9, (64,) * 34, (130,) * 6, (64,) * 3, (130,) * 4]  # d ≥ scan.WIDE: carried by the powers Qʲ
+# (the last two: stacks of one and two layers, framed too at this width)
 
 
 def rotations(omega: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orthoscale import data, init, losses, network, specs
+from orthoscale import data, init, losses, network, optim, specs
 from tests import loop
 from orthoscale.data import Problem
 from orthoscale.network import Architecture
+from orthoscale.workspace import Workspace
 
 F64 = torch.float64
 ARCHS = [((5, 6, 6, 6, 8, 8, 9), "columns"), ((9, 8, 8, 6, 6, 5), "rows"), ((6,) * 5, "columns"),
@@ -110,6 +111,26 @@ def test_framed_gradients_are_lazy_and_exact(gen):
     bad = losses.Evaluation(ev.loss, ev.excess, ev.block_grads, ev.product,
                             [None, network.Frame(ev.frames[1].C, ev.frames[1].M * float("nan"))])
     assert not bad.finite()
+
+
+@pytest.mark.parametrize("widths", [(70, 64, 64), (70, 64, 64, 64), (64, 66, 66, 66, 66)])
+def test_framed_whitened_gradient_through_the_orthogonal_top(widths, gen):
+    """W_2 … W_N one orthogonal square block (wide: framed from one layer on) and Σ_xx = I: G_1 = W_1 − TᵀP*,
+    L − L* = ½‖G_1‖² and M = G_1 W_1ᵀ equal autograd on the samples; P is formed on request only, from a copy
+    of the top, so that it is still P of this iterate after the next step has reused the workspace."""
+    arch = Architecture(widths)
+    prob = make_problem(arch, "whitened", gen(9), samples=200)
+    blocks = init.random_blocks(arch, generator=gen(10))
+    ws = Workspace()
+    fast = losses.squared_fast(blocks, prob, ws)
+    assert fast.block_grads[1] is None and fast.frames[1] is not None and callable(fast.end_to_end)
+    slow = losses.generic(blocks, arch, prob, "squared")
+    assert abs(float(fast.excess) - float(slow.excess)) <= 1e-10 * float(slow.loss)
+    for Gf, Gs in zip(fast.grads, slow.grads):
+        assert rel(Gf, Gs) <= 1e-10
+    optim.step(blocks, fast.block_grads, arch, optim.Optimizer(0.1), fast.frames, ws)
+    losses.squared_fast(blocks, prob, ws)
+    assert float((fast.product - network.end_to_end(blocks)).abs().max()) <= 1e-12
 
 
 def test_excess_is_distance_to_teacher_on_whitened_data(gen):
