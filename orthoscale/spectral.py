@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 
 LANCZOS_MIN = 384   # from this n on Lanczos beats eigvalsh (measured: ≈ 2× at n = 512, a loss at n = 256)
@@ -58,10 +59,10 @@ def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
         k = j + 1
         if k < CHECK_FROM or (k - CHECK_FROM) % CHECK_EVERY and k < steps:
             continue
-        theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta[:-1], G.dtype))
-        t1, t2, gap = float(theta[-1]), float(theta[-2]), float(theta[-1] - theta[-2])
-        if gap > 0 and 2 * (b * float(S[-1, -1])) ** 2 / gap <= eps * t1:  # Lanczos' own residual estimate
-            top = _temple(G, V[:k].mT @ S[:, -1], (t1 + t2) / 2, eps)
+        t1, t2, s = _top_pair(alpha, beta[:-1])
+        gap = t1 - t2
+        if gap > 0 and 2 * (b * s[-1]) ** 2 / gap <= eps * t1:  # Lanczos' own residual estimate
+            top = _temple(G, V[:k].mT @ torch.from_numpy(s).to(G), (t1 + t2) / 2, eps)
             if top is not None:
                 return top
     return None
@@ -79,9 +80,21 @@ def _temple(G: torch.Tensor, y: torch.Tensor, a: float, eps: float) -> torch.Ten
     return theta if t > a and rho * rho / (t - a) <= eps * t else None
 
 
-def _tridiagonal(alpha: list[float], beta: list[float], dtype: torch.dtype) -> torch.Tensor:
-    a, b = torch.tensor(alpha, dtype=dtype), torch.tensor(beta, dtype=dtype)
-    return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+def _top_pair(alpha: list[float], beta: list[float]) -> tuple[float, float, np.ndarray]:
+    """(θ_1, θ_2, s_1): the two largest eigenvalues of the symmetric tridiagonal matrix with diagonal α and
+    off-diagonal β (k ≥ 2), and the eigenvector of θ_1, in float64: LAPACK's dstemr for those two alone
+    (~25 µs at k = 40, against ~110 µs for torch.linalg.eigh of the dense k × k matrix); where it fails,
+    numpy's eigh of the dense one."""
+    from scipy.linalg import lapack  # on first use: scipy.linalg costs ~0.4 s to import
+
+    k = len(alpha)
+    d, e = np.array(alpha, dtype=np.float64), np.zeros(k)
+    e[:-1] = beta
+    m, w, z, info = lapack.dstemr(d, e, 3, 0.0, 0.0, k - 1, k)
+    if info == 0 and m == 2:
+        return float(w[1]), float(w[0]), z[:, 1].copy()
+    theta, S = np.linalg.eigh(np.diag(d) + np.diag(e[:-1], 1) + np.diag(e[:-1], -1))
+    return float(theta[-1]), float(theta[-2]), S[:, -1].copy()
 
 
 @functools.lru_cache(maxsize=16)

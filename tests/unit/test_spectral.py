@@ -56,3 +56,19 @@ def test_wide_gram_by_lanczos(dtype, gen):
     assert top is not None
     ref = float(torch.linalg.eigvalsh(G.double())[-1])
     assert abs(float(top) - ref) <= 32 * torch.finfo(dtype).eps * ref
+
+
+def test_top_pair_of_a_tridiagonal_matrix(gen):
+    """spectral._top_pair (LAPACK's dstemr for the two largest eigenvalues) against numpy's dense eigh: both
+    eigenvalues and the top eigenvector (up to sign) to rounding."""
+    import numpy as np
+
+    g = gen(44)
+    for k in (2, 16, 40):
+        alpha = torch.randn(k, generator=g, dtype=torch.float64).tolist()
+        beta = torch.rand(k - 1, generator=g, dtype=torch.float64).tolist()
+        t1, t2, s = spectral._top_pair(alpha, beta)
+        T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+        theta, S = np.linalg.eigh(T)
+        assert abs(t1 - theta[-1]) <= 1e-14 * abs(theta).max() and abs(t2 - theta[-2]) <= 1e-14 * abs(theta).max()
+        assert abs(abs(float(s @ S[:, -1])) - 1) <= 1e-12
