@@ -51,8 +51,9 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
             out.append(torch.add(B, full(G, F), alpha=-opt.lr))  # W − μG in one pass
             continue
         if F is not None and opt.retraction in ("polar", "qr"):
-            eye = torch.eye(F.M.shape[-1], dtype=F.M.dtype, device=F.M.device)
-            out.append(framed_update(F, eye - lr_orth * (F.M - F.M.mT) / 2, B, n, opt.retraction, arch, ws))
+            A = torch.sub(F.M, F.M.mT).mul_(-lr_orth / 2)  # I − (μ/s²) skew M: one pass, the 1s added in place
+            A.diagonal().add_(1)
+            out.append(framed_update(F, A, B, n, opt.retraction, arch, ws))
             continue
         G = full(G, F)
         V, GV = to_tall(B, arch), to_tall(G, arch)
