@@ -175,15 +175,20 @@ def _frame(B: torch.Tensor, b: int, ws: Workspace | None) -> Frame | None:
     return Frame(scan.frame_prefixes(B, ws=ws, name=("frame", b))) if _orthogonal_square(B, ws) else None
 
 
+def frameable(k: int, d: int) -> bool:
+    """Whether an orthogonal stack of k square d×d layers is held by its :class:`Frame`: k > 2, or any k from
+    d = scan.WIDE on (there the frame of one or two layers costs no product the chain does not form anyway)."""
+    return k > 2 or d >= scan.WIDE
+
+
 def _orthogonal_square(B: torch.Tensor, ws: Workspace | None = None) -> bool:
-    """k > 2 square layers (any k from scan.WIDE on: there the frame of one or two layers costs no product
-    that the chain does not form anyway), each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤
+    """A :func:`frameable` stack of square layers, each orthogonal to rounding: |‖Wv‖² − 1| = |vᵀ(WᵀW − I)v| ≤
     16·eps·d for PROBES fixed generic unit vectors v (directions that no such matrix singles out); one
     (kd × d)·(d × PROBES) product, O(k d²), instead of k Gram matrices. No probe for a stack that ``ws``
     vouches for as "orthogonal", untouched since: one that passed the probe before, or a framed polar update
     (optim.step)."""
     k, d = B.shape[0], B.shape[-1]
-    if B.shape[-2] != d or (k <= 2 and d < scan.WIDE):
+    if B.shape[-2] != d or not frameable(k, d):
         return False
     if ws is not None and ws.vouches("orthogonal", B):
         return True

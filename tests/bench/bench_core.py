@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (DTYPES, CpuLoad, GeooptRGD, Timing, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
-from orthoscale import carry, init, losses, optim, scan, spectral, stiefel
+from orthoscale import carry, init, losses, network, optim, scan, spectral, stiefel
 from orthoscale.network import Architecture, layers
 from orthoscale.workspace import Workspace
 
@@ -47,7 +47,7 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     """Matmul flops one fast-path RGD step needs, counted from the algorithm, not from the implementation.
 
     Every product of an (a×b) by a (b×c) matrix counts 2abc; k = N − 1 orthonormal d×d layers W_2 … W_N,
-    framed (network.Frame: k > 2, or any k from d = scan.WIDE on) or per layer.
+    framed (network.frameable: k > 2, or any k from d = scan.WIDE on) or per layer.
     Framed, Σxx = I (top T = C_k orthogonal, losses.squared_fast): TᵀP*, M = G1·W1ᵀ, the Gram W1·W1ᵀ of s²  6d²d0
     else: P = top·W1, G1 = topᵀ·Gp, the Gram, K = Gp·W1ᵀ (per layer) or M = G1·W1ᵀ (framed)
                                                                                   8d²d0 [+ 2d·d0² if Σxx ≠ I]
@@ -66,7 +66,7 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     counted separately by torch.utils.flop_counter over a cycle: column 'exec/useful'.
     """
     k = N - 1
-    framed = k > 2 or d >= scan.WIDE
+    framed = network.frameable(k, d)
     if framed:
         frame = 1 + k if d < scan.WIDE else 2 * math.ceil(math.log2(k)) + (k - 1) + k
         cubes = 2 * n_frame + frame + (k - 1) + 2 * k / carry.REORTHO
@@ -243,7 +243,7 @@ def kernels_alone(row: dict, dtype: torch.dtype, peak: float, budget: float, min
     d³ products (framed: Newton–Schulz on the d×d polar factor, 2n, and the layer times it, 1; per layer:
     projection, 2, and Newton–Schulz, 2n)."""
     d = row["d"]
-    framed = d >= scan.WIDE
+    framed = network.frameable(1, d)
     n = row["n_frame"] if framed else row["n_it"]
     g = torch.Generator().manual_seed(1)
     top, W1 = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((d, d), (d, D0)))
