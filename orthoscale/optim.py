@@ -14,15 +14,15 @@ from .network import Architecture, Frame, to_tall
 from .specs import Optimizer
 from .workspace import Workspace
 
-def balance(W_free: torch.Tensor | None, how: str) -> torch.Tensor | float:
-    """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix (spectral.lambda_max),
-    ‖W‖_F², or 1."""
+def balance(W_free: torch.Tensor | None, how: str, ws: Workspace | None = None) -> torch.Tensor | float:
+    """s² of the free layer W (d_out × d_in): λ_max(W Wᵀ) on the smaller Gram matrix (spectral.lambda_max,
+    warm from the last step's where ``ws`` keeps one), ‖W‖_F², or 1."""
     if W_free is None or how == "none":
         return 1.0
     if how == "frobenius":
         return (W_free * W_free).sum()
     gram = W_free @ W_free.mT if W_free.shape[0] <= W_free.shape[1] else W_free.mT @ W_free
-    return spectral.lambda_max(gram)
+    return spectral.lambda_max(gram, ws.keep("balance", spectral.Warm) if ws else None)
 
 
 def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architecture, opt: Optimizer,
@@ -44,7 +44,7 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
         return [torch.add(B, full(G, F), alpha=-opt.lr) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
-    lr_orth = opt.lr / balance(free, opt.balance)
+    lr_orth = opt.lr / balance(free, opt.balance, ws)
     out = []
     for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
         if not b.constrained:

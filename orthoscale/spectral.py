@@ -12,10 +12,20 @@ get there (MAX_ITER steps, a breakdown, a cluster at the top that leaves no gap)
 ``torch.linalg.eigvalsh``. Below ``LANCZOS_MIN`` that is the method: there a Lanczos step's few small
 calls cost more than LAPACK's tridiagonalisation; above it the tridiagonalisation (memory-bound,
 (4/3) n³ flops, half of them in BLAS-2) costs several times the ≈ 40–60 matrix–vector products.
+
+Warm start (:class:`Warm`, which a run keeps from one step to the next): a run's consecutive Gram
+matrices differ by little. By Weyl's inequality λ_2(G) ≤ λ_2(G') + ‖G − G'‖_2, so the last call's bound
+a' on λ_2(G') gives a = a' + ‖G − G'‖_F ≥ λ_2(G), and the last top eigenvector, or a few Lanczos steps
+from it, meets Temple's bound with that a — no eigendecomposition, no search for the gap. Where it does
+not (the bound has eaten the gap, or the vector has drifted too far), the cold path answers and leaves its
+own bound, and its vector: below LANCZOS_MIN by eigh once the steps are within reach of a warm answer
+(NEAR), by eigvalsh, keeping the old vector, while they are large (early in a run).
 """
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,24 +34,83 @@ LANCZOS_MIN = 384   # from this n on Lanczos beats eigvalsh (measured: ≈ 2× a
 MAX_ITER = 96       # Lanczos steps before giving up (then eigvalsh)
 CHECK_FROM = 16     # first step at which the tridiagonal matrix is solved for the stopping test
 CHECK_EVERY = 8     # … and every so many steps after (a test solves a k×k eigenproblem)
+WARM_CHECKS = (2, 4, 8, 12)  # the steps at which a warm Lanczos run is tested (then it hands over)
+WARM_REACH = 16  # a warm start vector whose residual is more than this many times what Temple's bound needs
+                 # is not worth those steps (measured: ~1.4× closer a step from such a start)
+NEAR = 1e3  # a cold answer leaves its vector (eigh) once ‖G − G_last‖_F is within this many times that need
 
 
-def lambda_max(G: torch.Tensor) -> torch.Tensor:
-    """λ_max(G) for one symmetric PSD G (n, n) as a 0-dim tensor: Lanczos to Temple's bound (see module), else
-    eigvalsh."""
-    n = G.shape[-1]
-    if n >= LANCZOS_MIN:
-        top = _lanczos(G)
-        if top is not None:
-            return top
-    return torch.linalg.eigvalsh(G)[-1]
+@dataclass
+class Warm:
+    """What one :func:`lambda_max` leaves for the next call on a nearby matrix: that matrix G (as it was:
+    its version is kept), its λ_max, a ≥ λ_2(G), a unit vector y close to the top eigenvector (of G, or of
+    an earlier matrix while the steps are large), and how many calls were answered warm."""
+    G: torch.Tensor | None = None
+    version: int = -1
+    top: float = 0.0
+    a: float = math.inf
+    y: torch.Tensor | None = None
+    hits: int = 0
+
+    def keep(self, G: torch.Tensor, top: float, a: float, y: torch.Tensor | None) -> None:
+        self.G, self.version, self.top, self.a, self.y = G, G._version, top, a, y
+
+    def usable(self, G: torch.Tensor) -> bool:
+        """Whether the kept matrix is still as it was and comparable with G (shape, dtype, device)."""
+        P = self.G
+        return P is not None and self.y is not None and P._version == self.version \
+            and (P.shape, P.dtype, P.device) == (G.shape, G.dtype, G.device)
 
 
-def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
+def lambda_max(G: torch.Tensor, warm: Warm | None = None) -> torch.Tensor:
+    """λ_max(G) for one symmetric PSD G (n, n) as a 0-dim tensor: from ``warm`` where it certifies (see
+    module), else Lanczos to Temple's bound, else eigvalsh (eigh where ``warm`` wants the vector)."""
     n, eps = G.shape[-1], torch.finfo(G.dtype).eps
-    steps = min(MAX_ITER, n - 1)
+    vector = warm is not None  # whether a cold answer leaves its top eigenvector (eigh, not eigvalsh)
+    if warm is not None and warm.usable(G):
+        step = float(torch.dist(G, warm.G))
+        # near the last matrix (else, early in a run, a fresh vector would be stale by the next call: eigvalsh
+        # alone answers, and the last vector is kept until the steps come within reach)
+        vector = step * step <= NEAR ** 2 * eps * warm.top * max(warm.top - warm.a, 0.0)
+        if vector:
+            a = warm.a + step  # ≥ λ_2(G) by Weyl
+            theta, y, t, rho = _rayleigh(G, warm.y)
+            room = eps * t * (t - a)  # Temple's bound is met where ρ² ≤ room (and θ > a)
+            found = (theta, y) if t > a and rho * rho <= room else \
+                _lanczos(G, y, a) if t > a and rho * rho <= WARM_REACH ** 2 * room else None
+            if found is not None:
+                warm.keep(G, float(found[0]), a, found[1])
+                warm.hits += 1
+                return found[0]
+    if n >= LANCZOS_MIN:
+        found = _lanczos(G)
+        if found is not None:
+            if warm is not None:
+                warm.keep(G, float(found[0]), found[2], found[1])
+            return found[0]
+    if vector:
+        lam, V = torch.linalg.eigh(G)
+        y = V[:, -1].clone()
+    else:
+        lam = torch.linalg.eigvalsh(G)
+        y = None if warm is None else warm.y
+    if warm is not None:  # λ_2 to rounding (≈ n eps λ_1: backward stable), the bound above it by that much
+        top = float(lam[-1])
+        warm.keep(G, top, (float(lam[-2]) if n > 1 else 0.0) + n * eps * top, y)
+    return lam[-1]
+
+
+def _lanczos(G: torch.Tensor, start: torch.Tensor | None = None,
+             bound: float | None = None) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """(θ, y, a): λ_max(G) = θ to working precision, its unit Ritz vector y and the a ≥ λ_2 its Temple bound
+    took; or None. Cold (no ``bound``): from the fixed start vector, a = (θ_1 + θ_2)/2, tested from step
+    CHECK_FROM on every CHECK_EVERY steps. Warm: from the unit vector ``start`` with a = ``bound``, tested
+    after WARM_CHECKS steps."""
+    n, eps = G.shape[-1], torch.finfo(G.dtype).eps
+    warm = bound is not None
+    steps = min(WARM_CHECKS[-1] if warm else MAX_ITER, n - 1)
     V = torch.empty(steps + 1, n, dtype=G.dtype, device=G.device)  # Lanczos vectors as rows
-    V[0] = _start(n, G.dtype, G.device)
+    V[0] = start if warm else _start(n, G.dtype, G.device)
     alpha, beta = [], []
     for j in range(steps):
         w = G @ V[j]
@@ -57,27 +126,31 @@ def _lanczos(G: torch.Tensor) -> torch.Tensor | None:
         torch.div(w, b, out=V[j + 1])
         beta.append(b)
         k = j + 1
-        if k < CHECK_FROM or (k - CHECK_FROM) % CHECK_EVERY and k < steps:
+        if (k not in WARM_CHECKS) if warm else (k < CHECK_FROM or (k - CHECK_FROM) % CHECK_EVERY and k < steps):
             continue
         t1, t2, s = _top_pair(alpha, beta[:-1])
-        gap = t1 - t2
-        if gap > 0 and 2 * (b * s[-1]) ** 2 / gap <= eps * t1:  # Lanczos' own residual estimate
-            top = _temple(G, V[:k].mT @ torch.from_numpy(s).to(G), (t1 + t2) / 2, eps)
-            if top is not None:
-                return top
+        a = bound if warm else (t1 + t2) / 2
+        if t1 > a and (b * s[-1]) ** 2 / (t1 - a) <= eps * t1:  # Lanczos' own residual estimate
+            theta, y, t, rho = _rayleigh(G, V[:k].mT @ torch.from_numpy(s).to(G))
+            if _temple(t, rho, a, eps):
+                return theta, y, a
     return None
 
 
-def _temple(G: torch.Tensor, y: torch.Tensor, a: float, eps: float) -> torch.Tensor | None:
-    """The Rayleigh quotient θ = yᵀGy of the Ritz vector y (normalised here) if Temple's bound θ + ρ²/(θ − a),
-    ρ = ‖Gy − θy‖, is ≤ (1 + eps) θ; else None. θ and ρ come from y itself, not from the Lanczos recurrence,
-    so the bound holds whatever rounding did to the orthogonality of the Lanczos vectors."""
+def _rayleigh(G: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(θ, y/‖y‖, float θ, ρ): the Rayleigh quotient θ = yᵀGy of y normalised and its residual ρ = ‖Gy − θy‖,
+    from y itself, not from the Lanczos recurrence, so that Temple's bound holds whatever rounding did to
+    the orthogonality of the Lanczos vectors."""
     y = y / torch.linalg.vector_norm(y)
     Gy = G @ y
     theta = torch.dot(y, Gy)
     t = float(theta)
-    rho = float(torch.linalg.vector_norm(torch.add(Gy, y, alpha=-t)))
-    return theta if t > a and rho * rho / (t - a) <= eps * t else None
+    return theta, y, t, float(torch.linalg.vector_norm(torch.add(Gy, y, alpha=-t)))
+
+
+def _temple(t: float, rho: float, a: float, eps: float) -> bool:
+    """Temple's bound: θ ≤ λ_1 ≤ θ + ρ²/(θ − a) ≤ (1 + eps) θ, given λ_2 ≤ a < θ."""
+    return t > a and rho * rho / (t - a) <= eps * t
 
 
 def _top_pair(alpha: list[float], beta: list[float]) -> tuple[float, float, np.ndarray]:

@@ -83,9 +83,10 @@ def test_carried_steps_equal_scanned_and_loop_steps(widths, with_ws):
 
 @pytest.mark.parametrize("widths", EVEN + WIDE)
 def test_carried_workspace_steps_are_bit_identical(widths):
-    """A run that writes into a Workspace gives exactly the fresh-tensor run, frames carried by both."""
+    """A run that writes into a Workspace gives exactly the fresh-tensor run, frames carried by both
+    (Frobenius balance: the spectral one starts warm from a workspace, test_train)."""
     arch, prob, blocks = start(widths, 4)
-    opt, ws = optim.Optimizer(0.3), Workspace()
+    opt, ws = optim.Optimizer(0.3, balance="frobenius"), Workspace()
     fresh, reused = blocks, blocks
     for _ in range(carry.REORTHO + 4):
         ev_fresh, ev_ws = losses.squared_fast(fresh, prob), losses.squared_fast(reused, prob, ws)

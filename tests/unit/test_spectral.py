@@ -40,8 +40,9 @@ def test_lanczos_answers_on_a_spread_spectrum_and_hands_over_on_a_multiple_top(g
     no gap) and a zero matrix are handed to eigvalsh."""
     monkeypatch.setattr(spectral, "LANCZOS_MIN", 1)
     G = gram(100, 150, None, gen(41), torch.float64)
-    top = spectral._lanczos(G)
-    assert top is not None and float(top) == pytest.approx(float(torch.linalg.eigvalsh(G)[-1]), rel=1e-14)
+    top, y, _ = spectral._lanczos(G)
+    assert float(y @ G @ y) == pytest.approx(float(top), rel=1e-14)
+    assert float(top) == pytest.approx(float(torch.linalg.eigvalsh(G)[-1]), rel=1e-14)
     assert spectral._lanczos(2.5 * torch.eye(50, dtype=torch.float64)) is None
     assert float(spectral.lambda_max(2.5 * torch.eye(50, dtype=torch.float64))) == pytest.approx(2.5, rel=1e-15)
     assert float(spectral.lambda_max(torch.zeros(50, 50, dtype=torch.float64))) == 0.0
@@ -52,8 +53,7 @@ def test_wide_gram_by_lanczos(dtype, gen):
     """n = 512 (≥ LANCZOS_MIN), the bench's widths: Lanczos, within a few eps of eigvalsh."""
     assert 512 >= spectral.LANCZOS_MIN
     G = gram(512, 784, None, gen(42), dtype)
-    top = spectral._lanczos(G)
-    assert top is not None
+    top = spectral._lanczos(G)[0]
     ref = float(torch.linalg.eigvalsh(G.double())[-1])
     assert abs(float(top) - ref) <= 32 * torch.finfo(dtype).eps * ref
 
@@ -72,3 +72,57 @@ def test_top_pair_of_a_tridiagonal_matrix(gen):
         theta, S = np.linalg.eigh(T)
         assert abs(t1 - theta[-1]) <= 1e-14 * abs(theta).max() and abs(t2 - theta[-2]) <= 1e-14 * abs(theta).max()
         assert abs(abs(float(s @ S[:, -1])) - 1) <= 1e-12
+
+
+def drifting_grams(n: int, d0: int, steps: int, generator, dtype) -> list[torch.Tensor]:
+    """W_t W_tᵀ along W_{t+1} = W_t + 10^{−t/2}·E_t/√d0 (E_t Gaussian): large steps first, then tiny ones, as
+    a converging run's Gram matrices move."""
+    W = torch.randn(n, d0, generator=generator, dtype=torch.float64) / d0 ** 0.5
+    out = []
+    for t in range(steps):
+        out.append((W @ W.mT).to(dtype))
+        W = W + 10 ** (-t / 2) * torch.randn(n, d0, generator=generator, dtype=torch.float64) / d0 ** 0.5
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,d0", [(60, 90), (512, 784)])  # eigh, then Lanczos, as the cold path
+def test_warm_start_along_a_run_agrees_with_eigvalsh(n, d0, dtype, gen):
+    """Along a run of Gram matrices whose steps shrink from 1 to 1e-16 (relative), every answer is within a
+    few eps of eigvalsh; the large steps are answered cold and most of the small ones warm."""
+    warm, hits = spectral.Warm(), []
+    for G in drifting_grams(n, d0, 34, gen(45), dtype):
+        before = warm.hits
+        got = spectral.lambda_max(G, warm)
+        ref = float(torch.linalg.eigvalsh(G.double())[-1])
+        assert got.dtype == dtype and abs(float(got) - ref) <= 32 * torch.finfo(dtype).eps * ref
+        hits.append(warm.hits - before)
+    assert hits[:3] == [0, 0, 0]  # steps of ≥ 10 % of ‖G‖: the bound by Weyl leaves no room
+    assert sum(hits[-12:]) >= 10
+
+
+def test_warm_start_is_not_fooled_by_a_swapped_top_or_a_rewritten_matrix(gen):
+    """A step that swaps the top two eigenvalues (the kept vector now belongs to λ_2), a matrix written in
+    place after the call (its version moved), and a matrix of another size: each answered right."""
+    g = gen(46)
+    Q = torch.linalg.qr(torch.randn(80, 80, generator=g, dtype=torch.float64))[0]
+    spec = torch.linspace(0.1, 0.9, 80, dtype=torch.float64)
+    spec[-2:] = torch.tensor([0.999, 1.0], dtype=torch.float64)
+    warm = spectral.Warm()
+    G = (Q * spec) @ Q.mT
+    assert float(spectral.lambda_max(G, warm)) == pytest.approx(1.0, rel=1e-14)
+    swapped = spec.clone()
+    swapped[-2:] = torch.tensor([1.0005, 0.999], dtype=torch.float64)  # v_80 now at 0.999, v_79 at the top
+    H = (Q * swapped) @ Q.mT
+    assert float(spectral.lambda_max(H, warm)) == pytest.approx(1.0005, rel=1e-14)
+    assert warm.hits == 0
+    for _ in range(2):  # the same matrix again: the first call takes the vector (eigh), the next is warm
+        assert float(spectral.lambda_max(H.clone(), warm)) == pytest.approx(1.0005, rel=1e-14)
+    assert warm.hits == 1
+    kept = warm.G
+    kept.mul_(3)  # written after the call: not the matrix the bound was made for
+    assert not warm.usable(kept)
+    assert float(spectral.lambda_max(kept, warm)) == pytest.approx(3.0015, rel=1e-14)
+    small = gram(40, 60, None, g, torch.float64)
+    assert float(spectral.lambda_max(small, warm)) == pytest.approx(float(torch.linalg.eigvalsh(small)[-1]),
+                                                                    rel=1e-14)

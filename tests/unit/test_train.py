@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from orthoscale import data, init, losses, network, optim, rates, specs, stiefel, train
+from orthoscale import data, init, losses, network, optim, rates, spectral, specs, stiefel, train
 from tests import loop
 from orthoscale.architecture import ORIENTATIONS, Architecture
 from orthoscale.optim import Optimizer
@@ -76,10 +76,11 @@ def test_framed_step_equals_loop_step(retraction, orientation, widths, gen):
 @pytest.mark.parametrize("orientation", ORIENTATIONS)  # the QR writes column-major buffers
 def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retraction, widths, orientation, gen):
     """Steps that write into a Workspace give exactly the fresh-tensor results; the iterate being read
-    (the caller's, then the workspace's two buffers in turn) is never written."""
+    (the caller's, then the workspace's two buffers in turn) is never written. (Frobenius balance: the
+    spectral one starts warm from a workspace, the next test.)"""
     arch = Architecture(widths, "first", orientation)
     prob, blocks = problem_and_start(arch, gen(7), samples=80)
-    opt, ws = Optimizer(0.3, retraction=retraction), Workspace()
+    opt, ws = Optimizer(0.3, retraction=retraction, balance="frobenius"), Workspace()
     fresh, reused = blocks, blocks
     for _ in range(4):
         before = [B.clone() for B in reused]
@@ -90,6 +91,28 @@ def test_workspace_steps_are_bit_identical_and_never_overwrite_their_input(retra
         assert all(torch.equal(A, B) for A, B in zip(new, fresh))
         assert all(torch.equal(A, B) for A, B in zip(reused, before))
         reused = new
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_workspace_run_takes_its_spectral_balance_warm(dtype, gen):
+    """A run with a Workspace takes s² = λ_max(W_1 W_1ᵀ) from the last step's top eigenvector once its steps
+    are small (spectral.Warm): most late steps are answered warm, and the run stays within rounding of the
+    same steps taken fresh (cold λ_max every step)."""
+    arch, g = Architecture((30, 12, 12, 12), "first"), gen(8)
+    prob = data.teacher_student(arch, samples=120, condition=3.0, noise=0.05, generator=g, dtype=dtype)
+    blocks = init.random_blocks(arch, scale=1.2, generator=g, dtype=dtype)
+    opt, ws = Optimizer(0.3), Workspace()
+    fresh, reused, hits = blocks, blocks, []
+    for _ in range(150):
+        ev_fresh, ev_ws = losses.squared_fast(fresh, prob), losses.squared_fast(reused, prob, ws)
+        fresh = optim.step(fresh, ev_fresh.block_grads, arch, opt, ev_fresh.frames)
+        warm = ws.keep("balance", spectral.Warm)
+        before = warm.hits
+        reused = optim.step(reused, ev_ws.block_grads, arch, opt, ev_ws.frames, ws)
+        hits.append(warm.hits - before)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert all(float((A - B).abs().max()) <= tol for A, B in zip(fresh, reused))
+    assert hits[0] == 0 and sum(hits[-50:]) >= 40
 
 
 @pytest.mark.parametrize("widths,orientation,free", STEP_ARCHS)
