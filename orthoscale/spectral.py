@@ -8,18 +8,19 @@ bound: for a unit y with Rayleigh quotient θ, residual ρ = ‖Gy − θy‖ an
 
 with a = (θ_1 + θ_2)/2 (λ_2 ≥ θ_2 by interlacing; a assumes θ_2 within half the gap of λ_2, as Lanczos'
 gap estimates do). θ is returned once the bound is ≤ eps·θ: λ_1 to working precision. Whatever does not
-get there (MAX_ITER steps, a breakdown, a cluster at the top that leaves no gap) is answered by
-``torch.linalg.eigvalsh``. Below ``LANCZOS_MIN`` that is the method: there a Lanczos step's few small
-calls cost more than LAPACK's tridiagonalisation; above it the tridiagonalisation (memory-bound,
-(4/3) n³ flops, half of them in BLAS-2) costs several times the ≈ 40–60 matrix–vector products.
+get there (MAX_ITER steps, a breakdown, a cluster at the top that leaves no gap) is answered densely, by
+LAPACK's ?syevr for the top two eigenvalues alone (:func:`_dense_top`). Below ``LANCZOS_MIN`` that is the
+method: there a Lanczos step's few small calls cost more than the tridiagonal reduction; above it the
+reduction (memory-bound, (4/3) n³ flops, half of them in BLAS-2) costs more than the ≈ 40–60
+matrix–vector products.
 
 Warm start (:class:`Warm`, which a run keeps from one step to the next): a run's consecutive Gram
 matrices differ by little. By Weyl's inequality λ_2(G) ≤ λ_2(G') + ‖G − G'‖_2, so the last call's bound
 a' on λ_2(G') gives a = a' + ‖G − G'‖_F ≥ λ_2(G), and the last top eigenvector, or a few Lanczos steps
 from it, meets Temple's bound with that a — no eigendecomposition, no search for the gap. Where it does
 not (the bound has eaten the gap, or the vector has drifted too far), the cold path answers and leaves its
-own bound, and its vector: below LANCZOS_MIN by eigh once the steps are within reach of a warm answer
-(NEAR), by eigvalsh, keeping the old vector, while they are large (early in a run).
+own bound, and its vector: below LANCZOS_MIN with the eigenvector once the steps are within reach of a
+warm answer (NEAR), without it, keeping the old vector, while they are large (early in a run).
 """
 from __future__ import annotations
 
@@ -30,14 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-LANCZOS_MIN = 384   # from this n on Lanczos beats eigvalsh (measured: ≈ 2× at n = 512, a loss at n = 256)
-MAX_ITER = 96       # Lanczos steps before giving up (then eigvalsh)
+LANCZOS_MIN = 384   # from this n on Lanczos beats ?syevr (measured: 1.4× at n = 384, a loss at n = 256)
+MAX_ITER = 96       # Lanczos steps before giving up (then ?syevr)
 CHECK_FROM = 16     # first step at which the tridiagonal matrix is solved for the stopping test
 CHECK_EVERY = 8     # … and every so many steps after (a test solves a k×k eigenproblem)
 WARM_CHECKS = (2, 4, 8, 12)  # the steps at which a warm Lanczos run is tested (then it hands over)
 WARM_REACH = 16  # a warm start vector whose residual is more than this many times what Temple's bound needs
                  # is not worth those steps (measured: ~1.4× closer a step from such a start)
-NEAR = 1e3  # a cold answer leaves its vector (eigh) once ‖G − G_last‖_F is within this many times that need
+NEAR = 1e3  # a dense answer leaves its vector once ‖G − G_last‖_F is within this many times that need
 
 
 @dataclass
@@ -64,13 +65,13 @@ class Warm:
 
 def lambda_max(G: torch.Tensor, warm: Warm | None = None) -> torch.Tensor:
     """λ_max(G) for one symmetric PSD G (n, n) as a 0-dim tensor: from ``warm`` where it certifies (see
-    module), else Lanczos to Temple's bound, else eigvalsh (eigh where ``warm`` wants the vector)."""
+    module), else Lanczos to Temple's bound, else densely (:func:`_dense_top`)."""
     n, eps = G.shape[-1], torch.finfo(G.dtype).eps
-    vector = warm is not None  # whether a cold answer leaves its top eigenvector (eigh, not eigvalsh)
+    vector = warm is not None  # whether a dense answer leaves its top eigenvector
     if warm is not None and warm.usable(G):
         step = float(torch.dist(G, warm.G))
-        # near the last matrix (else, early in a run, a fresh vector would be stale by the next call: eigvalsh
-        # alone answers, and the last vector is kept until the steps come within reach)
+        # near the last matrix (else, early in a run, a fresh vector would be stale by the next call: the
+        # eigenvalues alone answer, and the last vector is kept until the steps come within reach)
         vector = step * step <= NEAR ** 2 * eps * warm.top * max(warm.top - warm.a, 0.0)
         if vector:
             a = warm.a + step  # ≥ λ_2(G) by Weyl
@@ -88,16 +89,39 @@ def lambda_max(G: torch.Tensor, warm: Warm | None = None) -> torch.Tensor:
             if warm is not None:
                 warm.keep(G, float(found[0]), found[2], found[1])
             return found[0]
-    if vector:
-        lam, V = torch.linalg.eigh(G)
-        y = V[:, -1].clone()
-    else:
-        lam = torch.linalg.eigvalsh(G)
-        y = None if warm is None else warm.y
+    top, second, y = _dense_top(G, vector)
     if warm is not None:  # λ_2 to rounding (≈ n eps λ_1: backward stable), the bound above it by that much
-        top = float(lam[-1])
-        warm.keep(G, top, (float(lam[-2]) if n > 1 else 0.0) + n * eps * top, y)
-    return lam[-1]
+        warm.keep(G, float(top), second + n * eps * float(top), y if vector else warm.y)
+    return top
+
+
+def _dense_top(G: torch.Tensor, vector: bool) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+    """(λ_1 as a 0-dim tensor, λ_2 (0 for n = 1), the unit top eigenvector if ``vector``) of a dense G. On the
+    CPU by LAPACK's ?syevr for those two alone (the tridiagonal reduction, then MRRR for two eigenpairs) on
+    one BLAS thread (measured alone: 1.7–2× faster than torch's eigvalsh, syevd on the whole tridiagonal
+    problem, at n = 128 and 256; ~2.4× than its eigh); elsewhere by torch."""
+    n = G.shape[-1]
+    if G.device.type == "cpu" and G.dtype in (torch.float32, torch.float64):
+        syevr, blas = _lapack(G.dtype)
+        with blas.limit(limits=1):  # more threads than cores with torch's own: each waits on the others
+            w, z, m, _, info = syevr(G.detach().numpy().T, compute_v=int(vector), range="I", il=max(n - 1, 1),
+                                     iu=n, lower=1)  # Gᵀ = G column-major: one plain copy; 'L' ~20 % faster
+        if info == 0 and m == min(n, 2):
+            y = torch.from_numpy(z[:, m - 1].copy()) if vector else None
+            return torch.tensor(w[m - 1], dtype=G.dtype), float(w[0]) if m == 2 else 0.0, y
+    lam, V = torch.linalg.eigh(G) if vector else (torch.linalg.eigvalsh(G), None)
+    return lam[-1], float(lam[-2]) if n > 1 else 0.0, V[:, -1].clone() if vector else None
+
+
+@functools.lru_cache(maxsize=2)
+def _lapack(dtype: torch.dtype):
+    """(?syevr of ``dtype``, the loaded BLAS libraries' thread controls), on first use: scipy.linalg costs
+    ~0.4 s to import."""
+    from scipy.linalg import lapack
+    from threadpoolctl import ThreadpoolController
+
+    return (lapack.ssyevr if dtype == torch.float32 else lapack.dsyevr), \
+        ThreadpoolController().select(user_api="blas")
 
 
 def _lanczos(G: torch.Tensor, start: torch.Tensor | None = None,

@@ -1,4 +1,5 @@
-"""spectral.lambda_max: λ_max of a PSD Gram matrix to working precision, by Lanczos to Temple's bound or eigvalsh."""
+"""spectral.lambda_max: λ_max of a PSD Gram matrix to working precision, warm from the last call, by Lanczos to
+Temple's bound, or densely (LAPACK ?syevr)."""
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,8 @@ def spectra(d: int) -> dict[str, torch.Tensor | None]:
 @pytest.mark.parametrize("kind", list(spectra(8)))
 @pytest.mark.parametrize("d,d0", [(60, 90), (120, 100)])
 def test_lanczos_path_agrees_with_eigvalsh_to_working_precision(d, d0, kind, dtype, gen, monkeypatch):
-    """The Lanczos path (forced on for small n) either answers within a few eps of eigvalsh or hands over."""
+    """The Lanczos path (forced on for small n) either answers within a few eps of eigvalsh or hands over
+    (to ?syevr)."""
     monkeypatch.setattr(spectral, "LANCZOS_MIN", 1)
     G = gram(d, d0, spectra(min(d, d0))[kind], gen(40), dtype)
     ref = torch.linalg.eigvalsh(G.double())[-1]
@@ -37,7 +39,7 @@ def test_lanczos_path_agrees_with_eigvalsh_to_working_precision(d, d0, kind, dty
 
 def test_lanczos_answers_on_a_spread_spectrum_and_hands_over_on_a_multiple_top(gen, monkeypatch):
     """A Gaussian Gram is answered by Lanczos itself (Temple's bound met); σ²I (one invariant direction,
-    no gap) and a zero matrix are handed to eigvalsh."""
+    no gap) and a zero matrix are handed to the dense path."""
     monkeypatch.setattr(spectral, "LANCZOS_MIN", 1)
     G = gram(100, 150, None, gen(41), torch.float64)
     top, y, _ = spectral._lanczos(G)
@@ -126,3 +128,22 @@ def test_warm_start_is_not_fooled_by_a_swapped_top_or_a_rewritten_matrix(gen):
     small = gram(40, 60, None, g, torch.float64)
     assert float(spectral.lambda_max(small, warm)) == pytest.approx(float(torch.linalg.eigvalsh(small)[-1]),
                                                                     rel=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 50, 200])
+def test_dense_top_pair(n, dtype, gen):
+    """spectral._dense_top (LAPACK ?syevr for the top two): λ_1 and λ_2 within a few eps of eigvalsh, and the
+    vector an eigenvector of λ_1 to rounding; λ_2 = 0 for a 1×1 matrix."""
+    G = gram(n, n + 30, None, gen(47), dtype)
+    ref = torch.linalg.eigvalsh(G.double())
+    tol = 32 * torch.finfo(dtype).eps * float(ref[-1])
+    for vector in (False, True):
+        top, second, y = spectral._dense_top(G, vector)
+        assert top.dtype == dtype and top.shape == () and abs(float(top) - float(ref[-1])) <= tol
+        assert abs(second - (float(ref[-2]) if n > 1 else 0.0)) <= tol
+        if vector:
+            y = y.double()
+            assert abs(float(y.norm()) - 1) <= tol and float((G.double() @ y - ref[-1] * y).norm()) <= n * tol
+        else:
+            assert y is None
