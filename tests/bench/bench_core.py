@@ -154,21 +154,22 @@ def main() -> None:
                     geo.step(loss)
                     diff_geo = max(diff_geo, max_abs_diff(layers(ref), geo.layers()))
 
-                # --- flops: algorithmic count (with the Newton–Schulz count of this iterate) and executed count
-                ev = losses.squared_fast(blocks, prob_big)
-                xi = -(LR / optim.balance(blocks[0][0], "spectral")) * stiefel.project(blocks[1], ev.grads[1])
-                n_it = ns_iterations(blocks[1], xi)
-                S = (LR / optim.balance(blocks[0][0], "spectral")) * (ev.frames[1].M - ev.frames[1].M.mT) / 2 \
-                    if ev.frames[1] is not None else None
-                n_frame = ns_iterations(torch.eye(d, dtype=dtype), -S) if S is not None else 0
-                flops = useful_flops(N, d, D0, n_it, n_frame, sxx)
-                cycle()  # from the iterate into a run (the first step scans the frame); then steady cycles
-                executed = counted_matmul_flops(cycle) / carry.REORTHO
-
                 # --- timings, side by side from the same iterate (fast: consecutive steps of a run from it)
                 warm = 1 if t_first < budget / 3 else 0
+                cycle()  # from the iterate into a run (the first step scans the frame); then steady cycles
                 tm_fast = per_step(median_time(cycle, warmup=0, min_reps=min_reps,
                                                budget_s=budget * carry.REORTHO))
+
+                # --- flops where the run now is: the algorithmic count (with the Newton–Schulz counts of this
+                # iterate: a run's late steps need fewer than its first) and the count one cycle executes
+                run = state[0]
+                ev = losses.squared_fast(run, prob_big)
+                lr_orth = LR / optim.balance(run[0][0], "spectral")
+                n_it = ns_iterations(run[1], -lr_orth * stiefel.project(run[1], ev.grads[1]))
+                S = lr_orth * (ev.frames[1].M - ev.frames[1].M.mT) / 2 if ev.frames[1] is not None else None
+                n_frame = ns_iterations(torch.eye(d, dtype=dtype), -S) if S is not None else 0
+                flops = useful_flops(N, d, D0, n_it, n_frame, sxx)
+                executed = counted_matmul_flops(cycle) / carry.REORTHO
                 fast_qr()
                 tm_qr = median_time(fast_qr, warmup=warm, min_reps=min_reps, budget_s=budget)
                 tm_gen = median_time(generic, warmup=0, min_reps=min_reps, budget_s=budget)
@@ -197,12 +198,12 @@ def main() -> None:
     print("geoopt: per-layer parameters, Stiefel(canonical=False), RiemannianSGD, loss by autograd on the samples")
     print("  (QR retraction, no s² balancing); geo@1k: the same at m = 1000, against the same fast time (m-free).")
     print("fast-qr: the fast step with optim.retraction=qr (spectral balance kept); geo@1k/qr: geo@1k over it.")
-    print("NS it: Newton–Schulz iterations a per-layer polar retraction takes at this iterate (a third-order last step")
-    print("  counts 1.5: three products); the framed update,")
-    print("  N > 3, needs one d×d polar factor instead);")
+    print("NS it: Newton–Schulz iterations a per-layer polar retraction takes at the run's iterate (a third-order")
+    print("  last step counts 1.5: three products); the framed update needs one d×d polar factor instead;")
     print("  pf/step: minor page faults per fast step (fresh pages from the kernel: temporaries > 32 MiB).")
     print(f"fast ms: the mean step of a run over whole cycles of carry.REORTHO = {carry.REORTHO} steps (median of")
-    print("  cycles); exec/useful: executed flops of one such cycle per step over useful_flops.")
+    print("  cycles); useful_flops and NS it at the run's iterate after them; exec/useful: executed flops of")
+    print("  the next such cycle per step over useful_flops.")
     print("GF/s, %peak: the step's useful matmul flops (formula in useful_flops: sequential products, gradients,")
     print("  projection, Newton–Schulz) / median time, against the 2048³ matmul of the same dtype measured above;")
     print("  exec/useful: matmul flops the implementation executes (torch.utils.flop_counter) over the useful ones;")
