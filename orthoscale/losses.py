@@ -66,7 +66,7 @@ def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | N
     framed = len(blocks) == 2 and chain.frames[0] is not None
     if framed and mom.sxx is None:
         top = chain.top.clone()  # the frame's buffers are the next step's: P may be asked for after it
-        G1 = torch.sub(W1, top.mT @ mom.p_star)
+        G1 = torch.addmm(W1, top.mT, mom.p_star, alpha=-1)  # W1 − TᵀP* in one pass
         excess, P = 0.5 * torch.dot(G1.reshape(-1), G1.reshape(-1)), lambda: top @ W1
     else:
         P = chain.top @ W1
