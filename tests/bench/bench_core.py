@@ -61,7 +61,7 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     per layer (k ≤ 2, d < scan.WIDE): T_i and S_i by sequential chains 2(k − 1), G_i = S_iᵀ·K·T_iᵀ 2k − 2
       (T_1 = S_k = I are not multiplied), projection 2k,
       n Newton–Schulz iterations of the polar retraction 2nk (n measured at this iterate, ns_iterations).
-    Elementwise work, norms, eigvalsh, the d×d Schur form and SVD are not counted, so GF/s under-reports the
+    Elementwise work, norms, λ_max, the d×d Schur form and SVD are not counted, so GF/s under-reports the
     work slightly. What the implementation executes (the first step's scan; the check of orthogonality) is
     counted separately by torch.utils.flop_counter over a cycle: column 'exec/useful'.
     """

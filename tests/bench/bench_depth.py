@@ -95,7 +95,7 @@ def breakdown_carried(arch: Architecture, problem: Problem, blocks: list[torch.T
     phases = [
         ("network.hidden_products (carried frame)", lambda: hidden_products(cur), 1),
         ("losses.squared_fast (whole gradient)", lambda: losses.squared_fast(cur, problem), 1),
-        ("optim.balance (spectral s², eigvalsh)", lambda: optim.balance(W1, "spectral"), 1),
+        ("optim.balance (spectral s², cold)", lambda: optim.balance(W1, "spectral"), 1),
         ("optim.step, carried frame (whole update)", lambda: optim.step(cur, ev.block_grads, arch, opt, ev.frames), 1),
         ("  of which carry.skew_schur (d×d)", lambda: carry.skew_schur(S), 1),
         ("first step: hidden_products (prefix scan)", lambda: hidden_products(blocks), 1),

@@ -305,7 +305,7 @@ class GeooptRGD:
     geoopt.Stiefel(canonical=False) (Euclidean metric: projection Z − W sym(WᵀZ), QR retraction with
     diag(R) > 0). Column orientation only (tall layers d_i ≥ d_{i−1}). No s² balancing: geoopt has no
     such notion, so its step equals optim.step with balance='none', retraction='qr' (that is what the
-    'same step' check compares against); for timing the difference is a d×d eigvalsh and a scalar.
+    'same step' check compares against); for timing the difference is a d×d λ_max and a scalar.
 
     The end-to-end map is built in the cheapest order for d_0 ≥ d: P = (W_N ··· W_2) W_1, the square
     chain first (N−2 products d³), then one d·d·d_0 product; loss functions receive P.
