@@ -171,7 +171,8 @@ def _wide_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     (stiefel.polar_near_identity, as the scanned step takes it), its powers Qʲ (:func:`_powers`), the new
     frame C'_j = C_j Qʲ by one batched product (with a Newton–Schulz step as in :func:`polar_step`), the
     layers C'_1 and C'_j C'_{j−1}ᵀ by one more. A stack of one layer takes Q itself (no power to carry
-    rounding into), as the per-layer polar retraction would."""
+    rounding into), as the per-layer polar retraction would, and is returned as its own frame (not in
+    ``out``)."""
     L = chunks.L
     k, d = L.shape[0], L.shape[-1]
     get = lambda key: torch.empty((k, d, d), dtype=L.dtype, device=L.device) if ws is None else \
@@ -184,9 +185,12 @@ def _wide_step(chunks: scan.Chunked, age: int | None, A: torch.Tensor, *, ws: Wo
     torch.bmm(L, powers, out=E)
     if reortho:
         stiefel.newton_schulz_step(E, out=new, scratch=powers)  # the powers are spent
-    X = torch.empty_like(L) if out is None else out
-    X[0] = new[0]
-    torch.bmm(new[1:], new[:-1].mT, out=X[1:])
+    if k == 1:  # one layer is its own frame, C'_1: no copy
+        X = new
+    else:
+        X = torch.empty_like(L) if out is None else out
+        X[0] = new[0]
+        torch.bmm(new[1:], new[:-1].mT, out=X[1:])
     frame = scan.Chunked(new, None, 0)
     setattr(X, ATTR, (_stamp(X, frame), frame, 0 if reortho else age + 1))
     return X

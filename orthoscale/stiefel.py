@@ -108,7 +108,7 @@ def gram_error(X: torch.Tensor) -> torch.Tensor:
     return E
 
 
-def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
+def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = None, *,
                         max_iter: int = 40, tol: float | None = None) -> torch.Tensor:
     """Polar factor of A by Newton–Schulz: X ← X (3I − XᵀX)/2 = X − X E/2 with E = XᵀX − I, matmul only.
 
@@ -117,17 +117,19 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | None = None, *,
     (E, then X − X E/2 fused). The last step: quadratic once max|E| ≤ ``tol`` (2√eps: to ≈ err²), else
     third order X(I − E/2 + 3E²/8) once max|E| ≤ eps^{1/3} (to ≈ (5/16) err³; one GEMM more, one
     iteration less). Matrices whose error is still above ``tol`` after ``max_iter`` are redone by :func:`polar_svd`.
+    A ``bound`` of 1.0 (a float) starts from A itself.
     """
     eps = torch.finfo(A.dtype).eps
     tol = tol if tol is not None else 2 * math.sqrt(eps)
     c = torch.linalg.matrix_norm(A) if bound is None else bound
-    X = A / c[..., None, None]
+    X = A if isinstance(c, float) and c == 1.0 else A / (c if isinstance(c, float) else c[..., None, None])
     for _ in range(max_iter):
         E = gram_error(X)
         err = E.abs().amax(dim=(-2, -1))
-        if bool((err <= tol).all()):
+        worst = float(err if err.dim() == 0 else err.max())  # NaN where any is: then neither test passes
+        if worst <= tol:
             return add_product(X, X, E, -0.5)
-        if bool((err <= eps ** (1 / 3)).all()):
+        if worst <= eps ** (1 / 3):
             return add_product(X, X, add_product(E, E, E, -0.75), -0.5)  # X − X(E − 3E²/4)/2
         X = add_product(X, X, E, -0.5)
     bad = ~(err <= tol)  # the last update was the quadratic step from err ≤ tol for the others
@@ -155,11 +157,14 @@ def polar_near_identity(A: torch.Tensor) -> torch.Tensor:
 
     Narrow A: :func:`polar_eigh` (a few calls). Wide A (d ≥ scan.WIDE): Newton–Schulz from A/c with
     c = :func:`tangent_scale` (S) — two or three iterations of d³ products, where one symmetric
-    eigendecomposition (mostly memory-bound tridiagonalisation) costs as much as tens of such products."""
+    eigendecomposition (mostly memory-bound tridiagonalisation) costs as much as tens of such products.
+    ‖S‖_F² = ‖A‖_F² − d (⟨I, S⟩ = tr S = 0), to rounding of ≈ d·eps, tells where ‖S‖_F ≤ 1 and so c = 1
+    without forming S."""
     if A.shape[-1] < scan.WIDE:
         return polar_eigh(A)
-    S = A - eye_like(A)
-    return polar_newton_schulz(A, tangent_scale(S))
+    if float(torch.linalg.vector_norm(A)) ** 2 - A.shape[-1] <= 0.5:
+        return polar_newton_schulz(A, 1.0)
+    return polar_newton_schulz(A, tangent_scale(A - eye_like(A)))
 
 
 def newton_schulz_step(X: torch.Tensor, *, out: torch.Tensor | None = None,
