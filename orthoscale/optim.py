@@ -6,6 +6,7 @@ GD:  every layer W ← W − μ G, no constraint (the unconstrained baseline, fr
 """
 from __future__ import annotations
 
+import math
 
 import torch
 
@@ -44,7 +45,8 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
         return [torch.add(B, full(G, F), alpha=-opt.lr) for B, G, F in zip(blocks, grads, frames)]
     layout = arch.blocks()
     free = next((B[0] for B, b in zip(blocks, layout) if not b.constrained), None)
-    lr_orth = opt.lr / balance(free, opt.balance, ws)
+    s2 = float(balance(free, opt.balance, ws))  # one number: the scalar arithmetic below stays off the tensors
+    lr_orth = opt.lr / s2 if s2 else math.inf
     out = []
     for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
         if not b.constrained:
