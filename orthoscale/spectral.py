@@ -77,8 +77,11 @@ def lambda_max(G: torch.Tensor, warm: Warm | None = None) -> torch.Tensor:
             a = warm.a + step  # ≥ λ_2(G) by Weyl
             theta, y, t, rho = _rayleigh(G, warm.y)
             room = eps * t * (t - a)  # Temple's bound is met where ρ² ≤ room (and θ > a)
-            found = (theta, y) if t > a and rho * rho <= room else \
-                _lanczos(G, y, a) if t > a and rho * rho <= WARM_REACH ** 2 * room else None
+            found = None
+            if t > a and rho * rho <= room:
+                found = theta, y
+            elif t > a and rho * rho <= WARM_REACH ** 2 * room:
+                found = _lanczos(G, y, a)
             if found is not None:
                 warm.keep(G, float(found[0]), a, found[1])
                 warm.hits += 1

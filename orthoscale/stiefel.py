@@ -122,7 +122,10 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = No
     eps = torch.finfo(A.dtype).eps
     tol = tol if tol is not None else 2 * math.sqrt(eps)
     c = torch.linalg.matrix_norm(A) if bound is None else bound
-    X = A if isinstance(c, float) and c == 1.0 else A / (c if isinstance(c, float) else c[..., None, None])
+    if isinstance(c, torch.Tensor):
+        X = A / c[..., None, None]
+    else:
+        X = A if c == 1.0 else A / c
     for _ in range(max_iter):
         E = gram_error(X)
         err = E.abs().amax(dim=(-2, -1))
