@@ -5,12 +5,15 @@ Points are *tall* (orthonormal columns); a layer with orthonormal rows is stored
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from . import scan
 from .specs import RETRACTIONS
+
+EPS64 = torch.finfo(torch.float64).eps
 
 
 def sym(A: torch.Tensor) -> torch.Tensor:
@@ -19,8 +22,14 @@ def sym(A: torch.Tensor) -> torch.Tensor:
 
 
 def eye_like(W: torch.Tensor) -> torch.Tensor:
-    """I_p broadcastable against WᵀW, for W of shape (..., n, p)."""
-    return torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    """I_p broadcastable against WᵀW, for W of shape (..., n, p): one shared tensor per (p, dtype, device),
+    to be read, never written."""
+    return _eye(W.shape[-1], W.dtype, W.device)
+
+
+@functools.lru_cache(maxsize=32)
+def _eye(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.eye(n, dtype=dtype, device=device)
 
 
 def add_product(C: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -102,14 +111,15 @@ def polar_svd(A: torch.Tensor) -> torch.Tensor:
 
 
 def gram_error(X: torch.Tensor) -> torch.Tensor:
-    """E = XᵀX − I, the identity subtracted in place on the diagonal of the fresh Gram matrix."""
-    E = X.mT @ X
-    E.diagonal(dim1=-2, dim2=-1).sub_(1)
-    return E
+    """E = XᵀX − I (..., p, p) in one GEMM call (−I as its β = −1 term)."""
+    if X.dim() == 2:
+        return torch.addmm(eye_like(X), X.mT, X, beta=-1)
+    return torch.baddbmm(eye_like(X), X.reshape(-1, *X.shape[-2:]).mT, X.reshape(-1, *X.shape[-2:]),
+                         beta=-1).view(*X.shape[:-2], X.shape[-1], X.shape[-1])
 
 
 def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = None, *,
-                        max_iter: int = 40, tol: float | None = None) -> torch.Tensor:
+                        max_iter: int = 40, tol: float | None = None, first: float | None = None) -> torch.Tensor:
     """Polar factor of A by Newton–Schulz: X ← X (3I − XᵀX)/2 = X − X E/2 with E = XᵀX − I, matmul only.
 
     X₀ = A / c with c ≥ σ_max(A)/√2 (``bound``, default ‖A‖_F) puts every singular value in (0, √2],
@@ -117,7 +127,8 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = No
     (E, then X − X E/2 fused). The last step: quadratic once max|E| ≤ ``tol`` (2√eps: to ≈ err²), else
     third order X(I − E/2 + 3E²/8) once max|E| ≤ eps^{1/3} (to ≈ (5/16) err³; one GEMM more, one
     iteration less). Matrices whose error is still above ``tol`` after ``max_iter`` are redone by :func:`polar_svd`.
-    A ``bound`` of 1.0 (a float) starts from A itself.
+    A ``bound`` of 1.0 (a float) starts from A itself. ``first``: a bound on max|E| at X₀ that the caller
+    knows; the first iteration takes it instead of measuring it.
     """
     eps = torch.finfo(A.dtype).eps
     tol = tol if tol is not None else 2 * math.sqrt(eps)
@@ -126,10 +137,13 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = No
         X = A / c[..., None, None]
     else:
         X = A if c == 1.0 else A / c
-    for _ in range(max_iter):
+    for it in range(max_iter):
         E = gram_error(X)
-        err = E.abs().amax(dim=(-2, -1))
-        worst = float(err if err.dim() == 0 else err.max())  # NaN where any is: then neither test passes
+        if it == 0 and first is not None:
+            worst = first
+        else:
+            err = E.abs().amax(dim=(-2, -1))
+            worst = float(err if err.dim() == 0 else err.max())  # NaN where any is: then neither test passes
         if worst <= tol:
             return add_product(X, X, E, -0.5)
         if worst <= eps ** (1 / 3):
@@ -159,25 +173,32 @@ def polar_near_identity(A: torch.Tensor) -> torch.Tensor:
     """Polar factor of one A = I + S (d, d), S skew (AᵀA = I − S² has its eigenvalues in [1, 1 + ‖S‖²]).
 
     Narrow A: :func:`polar_eigh` (a few calls). Wide A (d ≥ scan.WIDE): Newton–Schulz from A/c with
-    c = :func:`tangent_scale` (S) — two or three iterations of d³ products, where one symmetric
+    c = :func:`tangent_scale` (S) — one to three iterations of d³ products, where one symmetric
     eigendecomposition (mostly memory-bound tridiagonalisation) costs as much as tens of such products.
-    ‖S‖_F² = ‖A‖_F² − d (⟨I, S⟩ = tr S = 0), to rounding of ≈ d·eps, tells where ‖S‖_F ≤ 1 and so c = 1
-    without forming S."""
-    if A.shape[-1] < scan.WIDE:
+    ‖S‖_F² = ‖A‖_F² − d (⟨I, S⟩ = tr S = 0), summed in float64 (to ≈ 32 d eps₆₄ even where A is float32,
+    without forming S), gives c and, where c = 1, the first iteration's max|AᵀA − I| = max|SᵀS| ≤ ‖S‖_2² ≤
+    ‖S‖_F² without measuring it."""
+    d = A.shape[-1]
+    if d < scan.WIDE:
         return polar_eigh(A)
-    if float(torch.linalg.vector_norm(A)) ** 2 - A.shape[-1] <= 0.5:
-        return polar_newton_schulz(A, 1.0)
-    return polar_newton_schulz(A, tangent_scale(A - eye_like(A)))
+    s2 = max(float(torch.linalg.vector_norm(A, dtype=torch.float64)) ** 2 - d, 0.0) + 32 * d * EPS64
+    if s2 <= 1.0:
+        return polar_newton_schulz(A, 1.0, first=s2)
+    return polar_newton_schulz(A, math.sqrt((1 + s2) / 2))
 
 
 def newton_schulz_step(X: torch.Tensor, *, out: torch.Tensor | None = None,
                        scratch: torch.Tensor | None = None) -> torch.Tensor:
     """One Newton–Schulz step X (3I − XᵀX)/2 for a stack X (k, d, d): XᵀX scaled by −1/2 straight from the
     product (no pass that copies a broadcast 3I/2 in), 3/2 added on the diagonal, then one product; into
-    ``out`` (k, d, d) with ``scratch`` (k, d, d) holding (3I − XᵀX)/2 if given."""
+    ``out`` (k, d, d) with ``scratch`` (k, d, d) holding (3I − XᵀX)/2 if given. A single matrix (k = 1)
+    takes 3I/2 as the product's β-term instead (one call fewer; a copy of d² elements, not of k d²)."""
     Y = torch.empty_like(X) if scratch is None else scratch
-    torch.baddbmm(Y, X.mT, X, beta=0, alpha=-0.5, out=Y)  # beta = 0: Y's old contents are never read
-    Y.diagonal(dim1=-2, dim2=-1).add_(1.5)
+    if X.shape[0] == 1:
+        torch.addmm(eye_like(X), X[0].mT, X[0], beta=1.5, alpha=-0.5, out=Y[0])
+    else:
+        torch.baddbmm(Y, X.mT, X, beta=0, alpha=-0.5, out=Y)  # beta = 0: Y's old contents are never read
+        Y.diagonal(dim1=-2, dim2=-1).add_(1.5)
     return torch.bmm(X, Y, out=out)
 
 

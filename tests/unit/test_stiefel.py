@@ -335,6 +335,28 @@ def test_newton_schulz_float32(gen):
     assert float((NS.double() - stiefel.polar_svd(A)).abs().max()) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("size", [1e-9, 1e-5, 3e-4, 0.02, 0.6, 3.0])  # ‖S‖_F: around tol, eps^(1/3), c > 1
+def test_polar_near_identity_across_its_branches(dtype, size, gen):
+    """polar(I + S), S skew, at d = scan.WIDE: whether the first Newton–Schulz iteration takes ‖S‖_F² for
+    its error (c = 1) or measures it (c > 1), the factor is the SVD's to rounding, and orthogonal."""
+    d = scan.WIDE
+    K = torch.randn(d, d, generator=gen(int(1e3 * size) % 97), dtype=F64)
+    S = (K - K.mT) * (size / float(torch.linalg.matrix_norm(K - K.mT)))
+    A = (torch.eye(d, dtype=F64) + S).to(dtype)
+    got = stiefel.polar_near_identity(A)
+    tol = 1e-13 if dtype == F64 else 2e-6
+    assert float((got.double() - stiefel.polar_svd(A.double())).abs().max()) <= tol
+    assert float(stiefel.orthonormality_error(got)) <= tol
+
+
+def test_gram_error_single_and_batched(gen):
+    """E = XᵀX − I in one call, for one matrix and for a (2, 3) batch of tall ones."""
+    for X in (torch.randn(6, 4, generator=gen(20), dtype=F64), torch.randn(2, 3, 7, 5, generator=gen(21), dtype=F64)):
+        ref = X.mT @ X - torch.eye(X.shape[-1], dtype=F64)
+        assert float((stiefel.gram_error(X) - ref).abs().max()) <= 1e-14
+
+
 # ---------------------------------------------------------------- Cayley
 
 @pytest.mark.parametrize("n,p", [(256, 256), (256, 64)])
