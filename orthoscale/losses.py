@@ -65,9 +65,12 @@ def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | N
     W1 = blocks[0][0]
     framed = len(blocks) == 2 and chain.frames[0] is not None
     if framed and mom.sxx is None:
-        top = chain.top.clone()  # the frame's buffers are the next step's: P may be asked for after it
+        # P may be asked for after the next step: a scanned frame's buffer is its scan's, a carried one's
+        # stays as it is until the step after next (carry.polar_step alternates two)
+        top = chain.top if chain.frames[0].age is not None else chain.top.clone()
         G1 = torch.addmm(W1, top.mT, mom.p_star, alpha=-1)  # W1 − TᵀP* in one pass
-        excess, P = 0.5 * torch.dot(G1.reshape(-1), G1.reshape(-1)), lambda: top @ W1
+        g = G1.view(-1)
+        excess, P = torch.dot(g, g).mul_(0.5), lambda: top @ W1
     else:
         P = chain.top @ W1
         D = P - mom.p_star

@@ -37,7 +37,7 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     same step without a per-layer projection or Newton–Schulz loop over the stack (QR: qr(C_j A C_{j−1}ᵀ)).
     With ``ws``, a framed polar update is written into it (valid until the step after next: two buffers
     alternate), its temporaries reuse it, and ``ws`` vouches for it as orthogonal (network.hidden_products
-    then frames it without probing it).
+    then frames it without probing it); the free layer's update goes into ``ws`` too (two buffers alternate).
     """
     frames = frames or [None] * len(blocks)
     full = lambda G, F: G if G is not None else F.gradient()
@@ -49,12 +49,12 @@ def step(blocks: list[torch.Tensor], grads: list[torch.Tensor], arch: Architectu
     lr_orth = opt.lr / s2 if s2 else math.inf
     out = []
     for n, (B, G, b, F) in enumerate(zip(blocks, grads, layout, frames)):
-        if not b.constrained:
-            out.append(torch.add(B, full(G, F), alpha=-opt.lr))  # W − μG in one pass
+        if not b.constrained:  # W − μG in one pass (with ``ws``, into its buffer: no fresh pages to fault in)
+            out.append(torch.add(B, full(G, F), alpha=-opt.lr, out=ws.other(("free", n), B) if ws else None))
             continue
         if F is not None and opt.retraction in ("polar", "qr"):
-            A = torch.sub(F.M, F.M.mT).mul_(-lr_orth / 2)  # I − (μ/s²) skew M: one pass, the 1s added in place
-            A.diagonal().add_(1)
+            # I − (μ/s²) skew M = I + (μ/2s²)(Mᵀ − M): two passes, I a shared one
+            A = torch.add(stiefel.eye_like(F.M), torch.sub(F.M.mT, F.M), alpha=lr_orth / 2)
             out.append(framed_update(F, A, B, n, opt.retraction, arch, ws))
             continue
         G = full(G, F)
