@@ -134,13 +134,9 @@ class Chain:
         return grads[0][None] if k == 1 else torch.stack(grads)
 
 
-def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.eye(n, dtype=like.dtype, device=like.device)
-
-
 def _with_eye(rest: torch.Tensor, n: int, *, first: bool) -> torch.Tensor:
     """``rest`` (m, ·, ·) with I_n put first or last along the stack (I_n alone when m = 0)."""
-    eye = _eye(n, rest)[None]
+    eye = stiefel.identity(n, rest.dtype, rest.device)[None]
     if not rest.shape[0]:
         return eye
     return torch.cat([eye, rest] if first else [rest, eye])
@@ -157,7 +153,7 @@ def hidden_products(blocks: list[torch.Tensor], ws: Workspace | None = None) -> 
     for tot in totals:
         below.append(carry)
         carry = tot if carry is None else tot @ carry
-    top = carry if carry is not None else _eye(blocks[0].shape[-2], blocks[0])
+    top = carry if carry is not None else stiefel.identity(blocks[0].shape[-2], blocks[0].dtype, blocks[0].device)
     above, carry = [None] * len(chain), None
     for b in range(len(chain) - 1, -1, -1):
         above[b] = carry

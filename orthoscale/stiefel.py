@@ -22,13 +22,13 @@ def sym(A: torch.Tensor) -> torch.Tensor:
 
 
 def eye_like(W: torch.Tensor) -> torch.Tensor:
-    """I_p broadcastable against WᵀW, for W of shape (..., n, p): one shared tensor per (p, dtype, device),
-    to be read, never written."""
-    return _eye(W.shape[-1], W.dtype, W.device)
+    """I_p broadcastable against WᵀW, for W of shape (..., n, p) (:func:`identity`: shared, read only)."""
+    return identity(W.shape[-1], W.dtype, W.device)
 
 
 @functools.lru_cache(maxsize=32)
-def _eye(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def identity(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """I_n: one shared tensor per (n, dtype, device), to be read, never written."""
     return torch.eye(n, dtype=dtype, device=device)
 
 
@@ -114,8 +114,8 @@ def gram_error(X: torch.Tensor) -> torch.Tensor:
     """E = XᵀX − I (..., p, p) in one GEMM call (−I as its β = −1 term)."""
     if X.dim() == 2:
         return torch.addmm(eye_like(X), X.mT, X, beta=-1)
-    return torch.baddbmm(eye_like(X), X.reshape(-1, *X.shape[-2:]).mT, X.reshape(-1, *X.shape[-2:]),
-                         beta=-1).view(*X.shape[:-2], X.shape[-1], X.shape[-1])
+    flat = X.reshape(-1, *X.shape[-2:])
+    return torch.baddbmm(eye_like(X), flat.mT, flat, beta=-1).view(*X.shape[:-2], X.shape[-1], X.shape[-1])
 
 
 def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = None, *,
@@ -140,7 +140,7 @@ def polar_newton_schulz(A: torch.Tensor, bound: torch.Tensor | float | None = No
         X = A if c == 1.0 else A / c
     for it in range(max_iter):
         E = E0 if it == 0 and E0 is not None else gram_error(X)
-        if it == 0 and first is not None:
+        if it == 0 and first is not None and max_iter > 1:  # (with one iteration, err is needed below)
             worst = first
         else:
             err = E.abs().amax(dim=(-2, -1))
@@ -174,9 +174,9 @@ def polar_near_identity(A: torch.Tensor) -> torch.Tensor:
     """Polar factor of one A = I + S (d, d), S skew (AᵀA = I − S² has its eigenvalues in [1, 1 + ‖S‖²]).
 
     Narrow A: :func:`polar_eigh` (a few calls). Wide A (d ≥ scan.WIDE): Newton–Schulz from A/c with
-    c = :func:`tangent_scale` (S) — one to three iterations of d³ products, where one symmetric
-    eigendecomposition (mostly memory-bound tridiagonalisation) costs as much as tens of such products.
-    σ(A)² = 1 + σ(S)², so the start needs a bound on ‖S‖_2²:
+    c² = max(1, (1 + b)/2) for a bound b ≥ ‖S‖_2² (as :func:`tangent_scale` does with b = ‖S‖_F²) — one to
+    three iterations of d³ products, where one symmetric eigendecomposition (mostly memory-bound
+    tridiagonalisation) costs as much as tens of such products. The bound b:
     - ‖S‖_F² = ‖A‖_F² − d (⟨I, S⟩ = tr S = 0), summed in float64 (to ≈ 32 d eps₆₄ even where A is float32,
       without forming S). Up to 1 it gives c = 1 and the first iteration's max|AᵀA − I| = max|SᵀS| ≤
       ‖S‖_2² ≤ ‖S‖_F², so that error is not measured.
