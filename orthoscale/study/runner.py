@@ -18,6 +18,7 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.air._internal import usage as air_usage
+from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import trial as trial_module
 
 from .capacity import UNCAPPED, Capacity
@@ -143,6 +144,30 @@ def _trainable_looked_up_once():
         trial_module.get_trainable_cls = original
 
 
+@contextlib.contextmanager
+def _one_failure_per_death():
+    """An actor that dies under a task reaches Tune twice with the same exception: its actor callback, then its
+    task callback. For a trial that was PENDING on a reused actor (its ``reset`` in flight), the first call
+    counts the failure and requeues the trial, PENDING again; the second then finds it PENDING and ends it as
+    ERROR, whatever ``max_failures`` allows. Each exception now counts once per trial, and a trial whose reset
+    failed is no longer taken for one still resetting (Tune would wait for that reset forever)."""
+    original = TuneController._trial_task_failure
+
+    def once(self, trial, exception):
+        if getattr(exception, "_orthoscale_counted", None) == trial.trial_id:
+            return
+        with contextlib.suppress(AttributeError):  # an exception that takes no attributes counts every time
+            exception._orthoscale_counted = trial.trial_id
+        self._resetting_trials.discard(trial)
+        return original(self, trial, exception)
+
+    TuneController._trial_task_failure = once
+    try:
+        yield
+    finally:
+        TuneController._trial_task_failure = original
+
+
 def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: str, storage: Path,
               callbacks: list, verbose: int, capacity: Capacity, arrays: dict | None = None) -> None:
     """All remaining trials of all cells in one Tuner, as many at once as ``capacity`` allows."""
@@ -172,5 +197,5 @@ def run_tuner(cells: list[Cell], searcher: PackSearch, spec: RayCfg, *, name: st
             verbose=verbose, failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             log_to_file=False),
     )
-    with _trainable_looked_up_once():
+    with _trainable_looked_up_once(), _one_failure_per_death():
         tuner.fit()

@@ -132,3 +132,38 @@ def test_planted_secret_reaches_no_param_tag_artifact_or_log(ray_local, tmp_path
         server.stop()
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaks, leaks  # server DB, artifacts, study folder, Ray's trial configs, server log
+
+
+def test_an_actor_that_dies_while_reset_for_a_pending_trial_counts_one_failure(ray_local, tmp_path):
+    """Tune reuses actors; the reused actor dies in the reset of its next, still PENDING trial. With
+    ``max_failures=1`` that trial is retried on a fresh actor and ends TERMINATED, not ERROR."""
+    from ray import tune
+
+    from orthoscale.study.runner import _one_failure_per_death
+
+    class DiesInItsFirstReset(tune.Trainable):
+        def step(self):
+            return {"done": True, "pid": os.getpid()}
+
+        def save_checkpoint(self, checkpoint_dir):  # Tune saves a class trainable at its end; nothing to keep
+            return None
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+        def reset_config(self, new_config):
+            marker = tmp_path / "died"
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+            return True
+
+    tuner = tune.Tuner(
+        DiesInItsFirstReset, param_space={"i": tune.grid_search([0, 1, 2])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)))
+    with _one_failure_per_death():
+        grid = tuner.fit()
+    assert (tmp_path / "died").exists()  # the actor did die in a reset
+    assert grid.num_errors == 0 and [r.metrics["done"] for r in grid] == [True] * 3, grid.errors
