@@ -14,7 +14,8 @@ project does with MNIST), Y = W* X + 0.1·noise. Implementations timed side by s
            loss ½/m‖P X − Y‖² by autograd on the samples (QR retraction, no s² balancing: geoopt has none)
 
 and the achieved GFLOP/s of the fast path against a 2048³ matmul measured in the same run. All but fast are
-timed as single steps from the same iterate.
+timed as single steps from the same iterate. The grid's step is one trial alone on every core; per_core.py then
+times the d ≥ 128 rows as a study runs them, one single-threaded trial per core, all cores at once.
 
     .venv/bin/python tests/bench/bench_core.py [--quick]
 """
@@ -29,6 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from per_core import per_core
 from common import (DTYPES, CpuLoad, GeooptRGD, Timing, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, ns_iterations, parse_args, regression_problem, samples_loss, whitened_inputs)
@@ -76,6 +78,17 @@ def useful_flops(N: int, d: int, d0: int, n_it: float, n_frame: float, sxx: bool
     return int(2 * d ** 3 * cubes) + moments
 
 
+def run_flops(run: list[torch.Tensor], prob) -> tuple[float, float, int]:
+    """(NS it, NS it of the framed update, useful_flops) of one step at a run's iterate ``run``."""
+    N, d, dtype = run[1].shape[0] + 1, run[0].shape[1], run[0].dtype
+    ev = losses.squared_fast(run, prob)
+    lr_orth = LR / optim.balance(run[0][0], "spectral")
+    n_it = ns_iterations(run[1], -lr_orth * stiefel.project(run[1], ev.grads[1]))
+    S = lr_orth * (ev.frames[1].M - ev.frames[1].M.mT) / 2 if ev.frames[1] is not None else None
+    n_frame = ns_iterations(torch.eye(d, dtype=dtype), -S) if S is not None else 0
+    return n_it, n_frame, useful_flops(N, d, D0, n_it, n_frame, prob.moments.sxx is not None)
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], lambda p: p.add_argument(
         "--profile", action="store_true", help="also print a torch.profiler table of the breakdown config"))
@@ -115,7 +128,6 @@ def main() -> None:
         for d in ds:
             prob_big = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=dtype)
             prob_small = regression_problem(X_small, d, noise=NOISE, generator=g, dtype=dtype)
-            sxx = prob_big.moments.sxx is not None
             for N in Ns:
                 arch = Architecture((D0,) + (d,) * N)
                 blocks = init.random_blocks(arch, generator=g, dtype=dtype)
@@ -162,13 +174,7 @@ def main() -> None:
 
                 # --- flops where the run now is: the algorithmic count (with the Newton–Schulz counts of this
                 # iterate: a run's late steps need fewer than its first) and the count one cycle executes
-                run = state[0]
-                ev = losses.squared_fast(run, prob_big)
-                lr_orth = LR / optim.balance(run[0][0], "spectral")
-                n_it = ns_iterations(run[1], -lr_orth * stiefel.project(run[1], ev.grads[1]))
-                S = lr_orth * (ev.frames[1].M - ev.frames[1].M.mT) / 2 if ev.frames[1] is not None else None
-                n_frame = ns_iterations(torch.eye(d, dtype=dtype), -S) if S is not None else 0
-                flops = useful_flops(N, d, D0, n_it, n_frame, sxx)
+                n_it, n_frame, flops = run_flops(state[0], prob_big)
                 executed = counted_matmul_flops(cycle) / carry.REORTHO
                 fast_qr()
                 tm_qr = median_time(fast_qr, warmup=warm, min_reps=min_reps, budget_s=budget)
@@ -227,6 +233,8 @@ def main() -> None:
     print("the matmul peak allows for its useful flops (n = the row's NS it):")
     for row in (r for r in rows if r["N"] == 2 and r["d"] >= 128):
         kernels_alone(row, DTYPES[row["dtype"]], peaks[row["dtype"]], budget, min_reps)
+
+    per_core([r for r in rows if r["d"] >= 128], peaks, budget, min_reps)
 
     d, N = 128, max(Ns)
     prob = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=torch.float64)
