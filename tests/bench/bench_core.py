@@ -234,7 +234,7 @@ def main() -> None:
     for row in (r for r in rows if r["N"] == 2 and r["d"] >= 128):
         kernels_alone(row, DTYPES[row["dtype"]], peaks[row["dtype"]], budget, min_reps)
 
-    per_core([r for r in rows if r["d"] >= 128], peaks, budget, min_reps)
+    per_core([r for r in rows if r["d"] >= 128], peaks, budget * carry.REORTHO, min_reps)  # the grid's window
 
     d, N = 128, max(Ns)
     prob = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=torch.float64)
