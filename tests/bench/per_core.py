@@ -5,6 +5,7 @@ steady steps over one window (they start together at a barrier), and their usefu
 bench_core.py prints this beside its grid, whose step is one trial alone on all cores."""
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -56,6 +57,22 @@ def _row(task: tuple) -> tuple[float, int]:
     return statistics.median(times), run_flops(state, prob)[2]
 
 
+def _peak(task: tuple) -> float:
+    """FLOP/s of one core's 2048³ matmul in ``dtype`` while every core runs one (best of a window)."""
+    name, seconds = task
+    g = torch.Generator().manual_seed(1234)
+    A, B = (torch.randn(2048, 2048, generator=g, dtype=DTYPES[name]) for _ in range(2))
+    A @ B
+    _barrier.wait()
+    best, end = math.inf, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        A @ B
+        best = min(best, time.perf_counter() - t)
+    _barrier.wait()
+    return 2.0 * 2048 ** 3 / best
+
+
 def per_core(rows: list[dict], peaks: dict, budget: float, min_cycles: int) -> None:
     """One line per row of ``rows`` (dtype, N, d, ms and peak of the grid): every core running its own trial."""
     cores = torch.get_num_threads()
@@ -63,9 +80,15 @@ def per_core(rows: list[dict], peaks: dict, budget: float, min_cycles: int) -> N
     barrier = ctx.Barrier(cores)
     print(f"\nthe same rows as a study runs them: {cores} trials at once, one per core, 1 thread each "
           "(ray.cpus_per_trial = 1); ms: the slowest core's median step; GF/s: their useful flops per second "
-          "together, against the same matmul peak as the grid")
-    print("  dtype    N     d   grid ms  grid %peak   1-thread ms  GF/s all cores  %peak  trials×steps/s vs grid")
+          "together; %peak against the higher of the grid's matmul peak and the sum of one 2048³ matmul per core, "
+          "all at once (best of 3 s)")
     with ctx.Pool(cores, initializer=_start, initargs=(barrier,)) as pool:
+        for name in sorted({r["dtype"] for r in rows}):
+            at_once = sum(pool.map(_peak, [(name, 3.0)] * cores, chunksize=1))
+            print(f"  matmul peak {name}: one per core at once {at_once / 1e9:.1f} GFLOP/s, the grid's "
+                  f"{peaks[name] / 1e9:.1f}")
+            peaks = {**peaks, name: max(peaks[name], at_once)}
+        print("  dtype    N     d   grid ms  grid %peak   1-thread ms  GF/s all cores  %peak  trials×steps/s vs grid")
         for r in rows:
             out = pool.map(_row, [(r["dtype"], r["N"], r["d"], 100 + c, budget, min_cycles) for c in range(cores)],
                            chunksize=1)
