@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import DTYPES, fast_step, regression_problem, whitened_inputs  # noqa: E402
+from core_flops import D0, LR, NOISE, run_flops  # noqa: E402
 from orthoscale import carry, init, optim  # noqa: E402
 from orthoscale.network import Architecture  # noqa: E402
 from orthoscale.workspace import Workspace  # noqa: E402
@@ -32,8 +33,6 @@ def _start(barrier) -> None:
 
 def _row(task: tuple) -> tuple[float, int]:
     """(median seconds per step over whole carry.REORTHO cycles, useful flops of a step) of one core's trial."""
-    from bench_core import D0, LR, NOISE, run_flops
-
     name, N, d, seed, budget, min_cycles = task
     g = torch.Generator().manual_seed(seed)
     prob = regression_problem(whitened_inputs(D0, 2 * D0, generator=g), d, noise=NOISE, generator=g,
@@ -58,7 +57,8 @@ def _row(task: tuple) -> tuple[float, int]:
 
 
 def _peak(task: tuple) -> float:
-    """FLOP/s of one core's 2048³ matmul in ``dtype`` while every core runs one (best of a window)."""
+    """FLOP/s of one core's 2048³ matmul in ``dtype`` while every core runs one (best of a window; not
+    common.matmul_peak, whose quiet guard would take the other cores' matmuls for outside load)."""
     name, seconds = task
     g = torch.Generator().manual_seed(1234)
     A, B = (torch.randn(2048, 2048, generator=g, dtype=DTYPES[name]) for _ in range(2))
