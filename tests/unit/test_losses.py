@@ -113,6 +113,29 @@ def test_framed_gradients_are_lazy_and_exact(gen):
     assert not bad.finite()
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("part", ["loss", "free", "frame"])
+def test_finite_sees_one_non_finite_entry_anywhere(part, value, gen):
+    """finite() is False as soon as one entry of the loss, a block gradient or a frame's M is NaN or ±inf,
+    wherever it sits (first, last or inside a vectorised run of entries), and True otherwise."""
+    arch = Architecture((70, 64, 64, 64))
+    prob = make_problem(arch, "raw", gen(3))
+    ev = losses.squared_fast(init.random_blocks(arch, generator=gen(4)), prob)
+    assert ev.finite() and ev.frames[1] is not None
+    for at in (0, 37, -1):
+        loss, grads, frames = ev.loss.clone(), list(ev.block_grads), list(ev.frames)
+        if part == "loss":
+            loss.fill_(value)
+        elif part == "free":
+            grads[0] = grads[0].clone()
+            grads[0].view(-1)[at] = value
+        else:
+            M = frames[1].M.clone()
+            M.view(-1)[at] = value
+            frames[1] = network.Frame(frames[1].C, M)
+        assert not losses.Evaluation(loss, ev.excess, grads, ev.product, frames).finite()
+
+
 @pytest.mark.parametrize("widths", [(70, 64, 64), (70, 64, 64, 64), (64, 66, 66, 66, 66)])
 def test_framed_whitened_gradient_through_the_orthogonal_top(widths, gen):
     """W_2 … W_N one orthogonal square block (wide: framed from one layer on) and Σ_xx = I: G_1 = W_1 − TᵀP*,
