@@ -228,6 +228,5 @@ def forward(blocks: list[torch.Tensor], arch: Architecture, X: torch.Tensor) -> 
 
 def orthonormality_error(blocks: list[torch.Tensor], arch: Architecture) -> float:
     """max_i ‖W_iᵀW_i − I‖_F over the orthonormal layers (0 when there are none)."""
-    errs = [stiefel.orthonormality_error(to_tall(B, arch)).max() for B, blk in zip(blocks, arch.blocks())
-            if blk.constrained]
-    return float(torch.stack(errs).max()) if errs else 0.0
+    return max((float(stiefel.orthonormality_error(to_tall(B, arch)).amax())
+                for B, blk in zip(blocks, arch.blocks()) if blk.constrained), default=0.0)
