@@ -15,7 +15,8 @@ project does with MNIST), Y = W* X + 0.1·noise. Implementations timed side by s
 
 and the achieved GFLOP/s of the fast path against a 2048³ matmul measured in the same run. All but fast are
 timed as single steps from the same iterate. The grid's step is one trial alone on every core; per_core.py then
-times the d ≥ 128 rows as a study runs them, one single-threaded trial per core, all cores at once.
+times the d ≥ 128 rows as a study runs them, one single-threaded trial per core, all cores at once, and
+trainer_step.py as a trial takes them (train.train, with its per-step records and checks).
 
     .venv/bin/python tests/bench/bench_core.py [--quick]
 """
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from core_flops import D0, LR, NOISE, run_flops, useful_flops
 from per_core import per_core
+from trainer_step import trainer
 from common import (DTYPES, CpuLoad, GeooptRGD, Timing, breakdown, fast_step, counted_matmul_flops, fmt_check,
                     fmt_ms, fmt_ratio, footer_load, header, matmul_peak, max_abs_diff,
                     median_time, parse_args, regression_problem, samples_loss, whitened_inputs)
@@ -188,6 +190,7 @@ def main() -> None:
         kernels_alone(row, DTYPES[row["dtype"]], peaks[row["dtype"]], budget, min_reps)
 
     per_core([r for r in rows if r["d"] >= 128], peaks, budget * carry.REORTHO, min_reps)  # the grid's window
+    trainer([r for r in rows if r["d"] >= 128], X_big, peaks, budget, min_reps)
 
     d, N = 128, max(Ns)
     prob = regression_problem(X_big, d, noise=NOISE, generator=g, dtype=torch.float64)
