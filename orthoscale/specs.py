@@ -95,6 +95,7 @@ class StopRules:
     stall_improvement: float = bounded(1e-3, ge=0, lt=1)
     max_seconds: float = bounded(600.0, gt=0)
     extend_to: int = bounded(0, ge=0)  # read by the study's trial (its extension), not here: see study/trial.py
+    measure_every: int = bounded(10, ge=1)  # steps between measurements of ‖WᵀW − I‖, ‖P − W*‖ (see train.py)
 
     def __post_init__(self):
         check_fields(self, "stop")

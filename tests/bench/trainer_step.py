@@ -1,10 +1,11 @@
 """The fast step as a trial takes it: train.train (what orthoscale's trainable runs), its seconds per step exactly
 as a trial records them (traj.seconds / traj.steps: TrialResult.seconds_per_step), against the grid's step.
 
-Per step the trainer adds to the step itself: the loss and relative excess as floats, the orthonormality error of
-every orthonormal layer (network.orthonormality_error: one Gram product per layer, k·2d³ flops), the finiteness
-check of the loss and gradients (losses.Evaluation.finite), the stop rules. bench_core.py prints this beside its
-grid; the orthonormality error is also timed alone, being the one part that grows with the stack."""
+Per step the trainer adds to the step itself: the loss and relative excess as floats, the finiteness check of the
+loss and gradients (losses.Evaluation.finite), the stop rules, and every stop.measure_every steps the
+orthonormality error of every orthonormal layer (network.orthonormality_error: one Gram product per layer, k·2d³
+flops). bench_core.py prints this beside its grid; the orthonormality error is also timed alone, being the one
+part that grows with the stack."""
 from __future__ import annotations
 
 import os
@@ -27,7 +28,8 @@ def trainer(rows: list[dict], X: torch.Tensor, peaks: dict, budget: float, min_r
     g = torch.Generator().manual_seed(7)
     print("\nthe same rows as a trial runs them (train.train, one trial alone on every core): ms/step as the trial "
           "records it (TrialResult.seconds_per_step), median of runs; %peak of its useful flops; ortho: "
-          "network.orthonormality_error alone, which the trainer measures every step")
+          f"network.orthonormality_error alone, which the trainer measures every stop.measure_every = "
+          f"{train.StopRules().measure_every} steps")
     print("  dtype    N     d   grid ms  trainer ms  trainer/grid  grid %peak  trainer %peak  ortho ms")
     for r in rows:
         dtype = DTYPES[r["dtype"]]

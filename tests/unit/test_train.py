@@ -2,6 +2,7 @@
 the all-orthonormal baseline, determinism, stop outcomes and input validation."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -202,6 +203,22 @@ def test_trajectory_equals_per_layer_loop(retraction, widths, orientation, free,
     target_norm = float(torch.linalg.matrix_norm(prob.target))
     assert traj.e2e_error[-1] == pytest.approx(
         float(torch.linalg.matrix_norm(network.end_to_end(final) - prob.target)) / target_norm, rel=1e-12)
+
+
+def test_diagnostics_are_measured_every_measure_every_steps_and_at_the_last_record(gen):
+    """GD leaves the manifold a little more every step, so each measurement differs: with measure_every = 7
+    over 50 steps, record t holds the measurement of step 7⌊t/7⌋, the last record (50) its own; the run itself
+    (losses, final layers) is the one measured every step."""
+    arch = Architecture((6,) * 5)
+    prob, blocks = problem_and_start(arch, gen(5))
+    opt = Optimizer(0.05, method="gd")
+    every, full = train.train(prob, arch, blocks, opt, dataclasses.replace(FIXED_STEPS, measure_every=1))
+    sparse, final = train.train(prob, arch, blocks, opt, dataclasses.replace(FIXED_STEPS, measure_every=7))
+    assert sparse.loss == every.loss and all(torch.equal(a, b) for a, b in zip(final, full))
+    assert len(set(every.ortho_error)) == 51  # a new value at every step
+    for t in range(51):
+        src = t if t == 50 else t - t % 7
+        assert sparse.ortho_error[t] == every.ortho_error[src] and sparse.e2e_error[t] == every.e2e_error[src]
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
