@@ -52,7 +52,7 @@ def project(W: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
 
 def orthonormality_error(W: torch.Tensor) -> torch.Tensor:
     """‖WᵀW − I‖_F per matrix: shape (...,). I comes off the Gram's diagonal in place (no broadcast
-    temporary: a trainer measures this every step)."""
+    temporary)."""
     E = W.mT @ W
     E.diagonal(dim1=-2, dim2=-1).sub_(1)
     return torch.linalg.matrix_norm(E)

@@ -34,9 +34,7 @@ class Trajectory:
     loss: list[float] = field(default_factory=list)
     rel_excess: list[float] = field(default_factory=list)
     e2e_error: list[float] = field(default_factory=list)      # ‖P − W*‖_F / ‖W*‖_F, empty without a teacher
-    ortho_error: list[float] = field(default_factory=list)    # max_i ‖W_iᵀW_i − I‖_F
-    # (these two are measured every StopRules.measure_every steps and at the last record; a record in
-    # between repeats the last measurement)
+    ortho_error: list[float] = field(default_factory=list)    # max_i ‖W_iᵀW_i − I‖_F (both: see measure_every)
     outcome: str = "budget"
     reason: str = ""
     seconds: float = 0.0
