@@ -34,6 +34,7 @@ class Evaluation:
     block_grads: list[torch.Tensor | None]  # one per block, shaped like it; None where ``frames`` holds it
     end_to_end: torch.Tensor | Callable[[], torch.Tensor] | None  # W_N···W_1 (linear networks), or what forms it
     frames: list[Frame | None] | None = None  # per block: its gradient C_j M C_{j−1}ᵀ in the block's frame
+    in_loss: bool = False  # block_grads[0] = G is what the loss sums, L − L* = ½‖G‖²: finite where L is
 
     @functools.cached_property
     def product(self) -> torch.Tensor | None:
@@ -52,8 +53,11 @@ class Evaluation:
     def finite(self) -> bool:
         """Loss and gradients all finite (a framed block's gradient through its M and C): each part's least
         and greatest entry finite (one aminmax pass, which propagates NaN; isfinite(x).all() costs ~9× as
-        much: a boolean temporary and a slow reduction, 0.1 ms a step at 128 × 784)."""
-        parts = [self.loss] + [G if G is not None else F.M for G, F in self._pairs()]
+        much: a boolean temporary and a slow reduction, 0.1 ms a step at 128 × 784). A gradient the loss
+        sums the squares of (``in_loss``) is not passed over again: a NaN or ±inf in it makes L so, and
+        so does a sum of squares that overflows."""
+        pairs = list(self._pairs())[1 if self.in_loss else 0:]
+        parts = [self.loss] + [G if G is not None else F.M for G, F in pairs]
         return all(math.isfinite(float(v)) for x in parts for v in torch.aminmax(x))
 
 
@@ -91,7 +95,7 @@ def squared_fast(blocks: list[torch.Tensor], problem: Problem, ws: Workspace | N
             G, F = chain.gradient(b, K)
             grads.append(G)
             frames.append(F)
-    return Evaluation(mom.loss_star + excess, excess, grads, P, frames)
+    return Evaluation(mom.loss_star + excess, excess, grads, P, frames, in_loss=framed and mom.sxx is None)
 
 
 def generic(blocks: list[torch.Tensor], arch: Architecture, problem: Problem, loss: str) -> Evaluation:

@@ -1,6 +1,8 @@
 """Loss and gradients: the moment-based fast path against autograd on samples, closed forms and loops."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -134,6 +136,28 @@ def test_finite_sees_one_non_finite_entry_anywhere(part, value, gen):
             M.view(-1)[at] = value
             frames[1] = network.Frame(frames[1].C, M)
         assert not losses.Evaluation(loss, ev.excess, grads, ev.product, frames).finite()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e30])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_gradient_the_loss_sums_is_finite_where_the_loss_is(value, dtype, gen):
+    """Framed and whitened, L − L* = ½‖G_1‖²: finite() leaves G_1 to the loss (in_loss), and that is sound:
+    one NaN or ±inf entry of W_1 (so of G_1 = W_1 − TᵀP*), or one large enough that ‖G_1‖² overflows in the
+    dtype (1e30 in float32), makes L non-finite and finite() False; the same evaluation with G_1's check
+    (in_loss off) agrees on every case."""
+    arch = Architecture((70, 64, 64, 64))
+    prob = data.teacher_student(arch, samples=200, condition=3, noise=0.1, generator=gen(11), dtype=dtype)
+    blocks = init.random_blocks(arch, generator=gen(12), dtype=dtype)
+    ev = losses.squared_fast(blocks, prob)
+    assert ev.in_loss and ev.finite()
+    for at in (0, 37, -1):
+        bad = [B.clone() for B in blocks]
+        bad[0].view(-1)[at] = value
+        ev = losses.squared_fast(bad, prob)
+        expect = not math.isfinite(value) or value * value > torch.finfo(dtype).max
+        assert ev.in_loss and (not ev.finite()) == expect and (not math.isfinite(float(ev.loss))) == expect
+        checked = losses.Evaluation(ev.loss, ev.excess, ev.block_grads, ev.product, ev.frames)
+        assert checked.finite() == ev.finite()
 
 
 @pytest.mark.parametrize("widths", [(70, 64, 64), (70, 64, 64, 64), (64, 66, 66, 66, 66)])
